@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install Tiny Audio into it. Sourced by test.sh and demo.sh.
+# torch is pinned to the 2.13.0 CPU wheel first, so the package's torch>=2.4 range pulls nothing more.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${TINY_AUDIO_VENV:-$ROOT/.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+stamp="$VENV/.tiny-audio-installed"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+  "${PIP[@]}" "torch==2.13.0"
+  "${PIP[@]}" -e "$ROOT[dev]"
+  touch "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"

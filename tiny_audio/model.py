@@ -1,0 +1,326 @@
+"""ASRModel: audio_tower -> projector -> language_model, as a transformers PreTrainedModel.
+
+The audio placeholder in the prompt is expanded (by ASRProcessor) to one token per projected frame; here those
+positions are filled with the projected frames by masked_scatter. Only the projector and LoRA weights are trained
+and, by default, saved; the backbones are loaded again from the ids (hub or folder) named in the config.
+
+Shapes: B batch, L prompt tokens, T encoder frames, C encoder width, N projected frames of a clip, D LLM width.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.dynamic_module_utils import get_relative_import_files
+
+from .config import ASRConfig
+from .encoder import audio_tower_from_config, encode_audio, load_audio_tower
+from .lora import apply_lora, lora_state_dict, merged_state_dict
+from .processor import ASRProcessor
+from .projector import Projector
+
+WEIGHTS_NAME = "model.safetensors"
+PIPELINE_TASK = "automatic-speech-recognition"
+COMPONENTS = ("audio_tower", "projector", "language_model")
+
+
+class ASRModel(PreTrainedModel):
+    """Speech recognizer: any transformers audio encoder + a trainable projector + any causal LM."""
+
+    config_class = ASRConfig
+    base_model_prefix = "tiny_audio"
+    main_input_name = "input_features"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def __init__(self, config: ASRConfig, load_backbones: bool = True, dtype: torch.dtype | None = None):
+        """Build the model. With `load_backbones`, backbones named by id/folder load pretrained weights;
+        otherwise (or without ids) they are built from the nested configs with random weights."""
+        super().__init__(config)
+        pretrained = load_backbones and not config.base_weights_included
+        dtype = dtype or torch.float32
+
+        # audio_tower: frozen encoder (LoRA may be added below)
+        if pretrained and config.audio_model_id:
+            self.audio_tower = load_audio_tower(config.audio_model_id, dtype=dtype)
+            config.audio_config = self.audio_tower.config
+        elif config.audio_config is not None:
+            self.audio_tower = audio_tower_from_config(config.audio_config)
+        else:
+            raise ValueError("ASRConfig needs audio_model_id (hub id or folder) or audio_config")
+
+        # language_model: frozen causal LM (LoRA may be added below)
+        if pretrained and config.text_model_id:
+            language_model = AutoModelForCausalLM.from_pretrained(config.text_model_id, dtype=dtype)
+            config.text_config = language_model.config
+        elif config.text_config is not None:
+            language_model = AutoModelForCausalLM.from_config(config.text_config)
+        else:
+            raise ValueError("ASRConfig needs text_model_id (hub id or folder) or text_config")
+
+        self.projector = Projector(
+            encoder_dim=config.audio_config.hidden_size,
+            llm_dim=config.text_config.hidden_size,
+            stack_size=config.projector_stack_size,
+            hidden_dim=config.projector_hidden_dim,
+            norm=config.projector_norm,
+            norm_eps=config.projector_norm_eps,
+            dropout=config.projector_dropout,
+        )
+        self.audio_tower.requires_grad_(False)
+        language_model.requires_grad_(False)
+        self.audio_tower = apply_lora(
+            self.audio_tower,
+            config.encoder_lora_rank,
+            config.encoder_lora_alpha,
+            config.encoder_lora_dropout,
+            config.encoder_lora_target_modules,
+        )
+        self.language_model = apply_lora(
+            language_model,
+            config.decoder_lora_rank,
+            config.decoder_lora_alpha,
+            config.decoder_lora_dropout,
+            config.decoder_lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
+        self._processor: ASRProcessor | None = None
+        self.post_init()
+
+    def init_weights(self) -> None:
+        """Nothing to do: the backbones arrive initialised (pretrained or by their own constructors) and the
+        projector initialises itself. transformers' default would re-initialise and re-tie the loaded backbones."""
+
+    # ------------------------------------------------------------------------------------------- processor
+    @property
+    def processor(self) -> ASRProcessor:
+        """The matching ASRProcessor (built from the backbones on first use, or loaded with the model)."""
+        if self._processor is None:
+            self._processor = ASRProcessor.from_config(self.config)
+        return self._processor
+
+    @processor.setter
+    def processor(self, value: ASRProcessor) -> None:
+        self._processor = value
+
+    # --------------------------------------------------------------------------------------------- forward
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def encode_audio(self, input_features: torch.Tensor, audio_attention_mask: torch.Tensor) -> torch.Tensor:
+        """Encode and project a padded batch of clips; returns the valid projected frames of all clips in
+        batch order, shape sum(N), D, and stores the per-clip counts for the placeholder check."""
+        feature_lengths = audio_attention_mask.sum(-1)
+        param = next(self.projector.parameters())
+        frames, frame_lengths = encode_audio(self.audio_tower, input_features.to(param.dtype), feature_lengths)
+        # Zero frames past each clip's end so the last stack of K frames equals that of the clip alone.
+        valid = torch.arange(frames.shape[1], device=frames.device)[None] < frame_lengths[:, None]  # B, T
+        frames = frames * valid[..., None].to(frames.dtype)
+        projected = self.projector(frames)  # B, ceil(T/K), D
+        counts = self.projector.output_length(frame_lengths)  # B
+        keep = torch.arange(projected.shape[1], device=frames.device)[None] < counts[:, None]
+        self._last_audio_counts = counts
+        return projected[keep]  # sum(N), D
+
+    def _embed(
+        self, input_ids: torch.Tensor, input_features: torch.Tensor, audio_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Token embeddings with the audio placeholder positions filled by projected frames: B, L, D."""
+        audio_embeds = self.encode_audio(input_features, audio_attention_mask)
+        audio_mask = input_ids == self.config.audio_token_id  # B, L
+        per_clip = audio_mask.sum(-1)
+        if input_ids.shape[0] != input_features.shape[0] or not torch.equal(per_clip, self._last_audio_counts):
+            raise ValueError(
+                f"audio placeholder tokens per clip {per_clip.tolist()} do not match the projected audio frames "
+                f"{self._last_audio_counts.tolist()}; build inputs with ASRProcessor so the placeholder "
+                f"{self.config.audio_token!r} is expanded to the clip's length"
+            )
+        # The placeholder id may lie past the embedding table; look up a harmless id and overwrite it.
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(audio_mask, 0))  # B, L, D
+        return embeds.masked_scatter(audio_mask[..., None].expand_as(embeds), audio_embeds.to(embeds.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor,
+        audio_attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        """Logits (and the loss on transcript tokens when `labels` is given) for a processed batch."""
+        inputs_embeds = self._embed(input_ids, input_features, audio_attention_mask)
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor,
+        audio_attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache."""
+        inputs_embeds = self._embed(input_ids, input_features, audio_attention_mask)
+        options = {**self.config.generation_defaults, **generate_kwargs}
+        if not options.get("do_sample"):
+            options.pop("temperature", None)  # only meaningful when sampling; avoids a warning
+        if self._processor is not None:
+            options.setdefault("eos_token_id", self._processor.eos_token_id)
+            options.setdefault("pad_token_id", self._processor.tokenizer.pad_token_id)
+        vocab = self.get_input_embeddings().num_embeddings
+        if self.config.audio_token_id is not None and self.config.audio_token_id < vocab:
+            options.setdefault("suppress_tokens", [self.config.audio_token_id])
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=True, **options
+        )
+
+    # ------------------------------------------------------------------------------------------ reporting
+    def parameter_report(self) -> dict[str, dict[str, int]]:
+        """Parameter counts per component: total, trainable, and LoRA."""
+        report = {}
+        for name in COMPONENTS:
+            params = dict(getattr(self, name).named_parameters())
+            report[name] = {
+                "total": sum(p.numel() for p in params.values()),
+                "trainable": sum(p.numel() for p in params.values() if p.requires_grad),
+                "lora": sum(p.numel() for n, p in params.items() if "lora_" in n),
+            }
+        report["total"] = {k: sum(r[k] for r in report.values()) for k in ("total", "trainable", "lora")}
+        return report
+
+    # --------------------------------------------------------------------------------------- save / load
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights that training changes: projector and every LoRA adapter."""
+        state = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
+        for name in ("audio_tower", "language_model"):
+            state.update({f"{name}.{k}": v for k, v in lora_state_dict(getattr(self, name)).items()})
+        return state
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        include_base_weights: bool = False,
+        merge_lora: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Write config, trained weights (safetensors), processor files and the model code to a folder.
+
+        With `include_base_weights` the backbones are written too, so the folder loads with no other file and no
+        network; `merge_lora` then folds the adapters into the base weights.
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        processor = self.processor  # registers the audio token id in the config before it is copied
+        config = ASRConfig.from_dict(self.config.to_dict())
+        if include_base_weights:
+            if merge_lora:
+                state = {}
+                for name in COMPONENTS:
+                    part = merged_state_dict(getattr(self, name))
+                    state.update({f"{name}.{k}": v for k, v in part.items()})
+                config.encoder_lora_rank = 0
+                config.decoder_lora_rank = 0
+            else:
+                state = self.state_dict()
+            config.base_weights_included = True
+        else:
+            state = self.trained_state_dict()
+        _save_weights(state, folder / WEIGHTS_NAME)
+
+        # Self-contained folder: the code beside the weights, found through auto_map and custom_pipelines.
+        from .pipeline import ASRPipeline
+
+        config.auto_map = {"AutoConfig": "config.ASRConfig", "AutoModel": "model.ASRModel"}
+        config.custom_pipelines = {
+            PIPELINE_TASK: {"impl": "pipeline.ASRPipeline", "pt": ["AutoModel"], "tf": [], "type": "audio"}
+        }
+        config.architectures = [type(self).__name__]
+        config.save_pretrained(folder)
+        for module in (type(self).__module__, ASRPipeline.__module__):
+            source = Path(sys.modules[module].__file__)
+            for needed in [source, *map(Path, get_relative_import_files(str(source)))]:
+                (folder / needed.name).write_bytes(needed.read_bytes())
+        processor.save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        config: ASRConfig | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> ASRModel:
+        """Load a saved ASRModel from a folder or a hub repo: backbones from their ids (or the folder, when the
+        base weights were included), then the trained weights on top."""
+        folder = _resolve_folder(pretrained_model_name_or_path, **kwargs)
+        if not isinstance(config, ASRConfig):
+            config = ASRConfig.from_pretrained(folder)
+        if isinstance(dtype, str):
+            dtype = None if dtype == "auto" else getattr(torch, dtype)
+        model = cls(config, dtype=dtype)
+        weights = folder / WEIGHTS_NAME
+        if not weights.exists():
+            raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}: not a saved Tiny Audio model")
+        _load_weights(model, load_file(str(weights)), full=config.base_weights_included)
+        model.processor = ASRProcessor.from_pretrained(folder, config=model.config)
+        if dtype is not None:
+            model = model.to(dtype)
+        if device is not None:
+            model = model.to(device)
+        return model.eval()
+
+
+def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    # safetensors refuses tensors that share memory (tied embeddings): keep the first name of each.
+    seen, unique = set(), {}
+    for key, tensor in state.items():
+        ident = (tensor.data_ptr(), tensor.shape, tensor.dtype)
+        if tensor.device.type != "meta" and ident in seen:
+            continue
+        seen.add(ident)
+        unique[key] = tensor.detach().contiguous().cpu()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(unique, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)  # never leave a half-written weights file
+
+
+def _load_weights(model: ASRModel, state: dict[str, torch.Tensor], full: bool) -> None:
+    expected = model.state_dict() if full else model.trained_state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise ValueError(
+            f"the weights file has {len(unexpected)} tensors this model does not have (e.g. {unexpected[:3]}); "
+            "the config and the weights do not belong together"
+        )
+    missing = set(expected) - set(state)
+    if full:
+        # Tied weights (e.g. lm_head = embed_tokens) were saved once under their first name.
+        ptrs = {expected[k].data_ptr() for k in state}
+        missing = {k for k in missing if expected[k].data_ptr() not in ptrs}
+    if missing:
+        raise ValueError(f"the weights file lacks {len(missing)} tensors (e.g. {sorted(missing)[:3]})")
+    model.load_state_dict(state, strict=False)
+
+
+def _resolve_folder(name_or_path: str | os.PathLike, **kwargs: Any) -> Path:
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists() or str(name_or_path).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model folder not found: {name_or_path}")
+    from huggingface_hub import snapshot_download
+
+    hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if kwargs.get(k) is not None}
+    return Path(snapshot_download(str(name_or_path), **hub))

@@ -1,0 +1,78 @@
+"""ASRPipeline: `pipeline("automatic-speech-recognition", model=FOLDER, trust_remote_code=True)` for Tiny Audio.
+
+Inputs: a path (WAV, FLAC, OGG/Opus, MP3), bytes, a 16 kHz numpy array, or {"array", "sampling_rate"} at any
+rate; a list of these runs in batches of `batch_size`. Generation options pass through the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Pipeline
+
+from .audio import load_audio
+from .processor import ASRProcessor
+
+GENERATION_OPTIONS = (
+    "max_new_tokens",
+    "num_beams",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "length_penalty",
+)
+
+
+class ASRPipeline(Pipeline):
+    """Speech to text with an ASRModel; returns {"text": ...} per input."""
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = True
+    _load_tokenizer = True
+
+    def __init__(self, model: Any, tokenizer: Any = None, feature_extractor: Any = None, **kwargs: Any):
+        super().__init__(model=model, tokenizer=tokenizer, feature_extractor=feature_extractor, **kwargs)
+        if model._processor is None and tokenizer is not None and feature_extractor is not None:
+            model.processor = ASRProcessor(feature_extractor, tokenizer, model.config)
+        self.asr_processor: ASRProcessor = model.processor
+
+    def _sanitize_parameters(self, sampling_rate: int | None = None, generate_kwargs: dict | None = None, **kwargs):
+        preprocess = {"sampling_rate": sampling_rate} if sampling_rate is not None else {}
+        forward = dict(generate_kwargs or {})
+        forward.update({k: kwargs.pop(k) for k in GENERATION_OPTIONS if k in kwargs})
+        # Long-audio options are accepted for compatibility with the seed's calls; clips longer than the
+        # encoder's window raise a clear error from the encoder.
+        for key in ("chunk_length_s", "stride_length_s"):
+            kwargs.pop(key, None)
+        if kwargs:
+            raise TypeError(f"unknown option(s) for the Tiny Audio pipeline: {', '.join(sorted(kwargs))}")
+        return preprocess, forward, {}
+
+    def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, str] | list[dict[str, str]]:
+        """Transcribe one input or a list of inputs (batched by `batch_size`)."""
+        single = not isinstance(inputs, list)
+        items = [inputs] if single else inputs
+        batch_size = kwargs.pop("batch_size", None) or self._batch_size or 1
+        preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
+        preprocess = {**self._preprocess_params, **preprocess}
+        forward = {**self._forward_params, **forward}
+        results = []
+        for start in range(0, len(items), batch_size):
+            arrays = [self.preprocess(x, **preprocess)["audio"] for x in items[start : start + batch_size]]
+            outputs = self.forward({"audio": arrays}, **forward)
+            results.extend(self.postprocess(outputs, **postprocess))
+        return results[0] if single else results
+
+    def preprocess(self, inputs: Any, sampling_rate: int | None = None) -> dict[str, Any]:
+        return {"audio": load_audio(inputs, sampling_rate, self.model.config.sample_rate)}
+
+    def _forward(self, model_inputs: dict[str, Any], **generate_kwargs: Any) -> dict[str, Any]:
+        batch = self.asr_processor(model_inputs["audio"], padding_side="left").to(self.device)
+        return {"tokens": self.model.generate(**batch, **generate_kwargs)}
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"text": text} for text in self.asr_processor.batch_decode(model_outputs["tokens"])]
