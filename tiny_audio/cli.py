@@ -149,7 +149,7 @@ def transcribe(
         chunk = good[start : start + max(batch_size, 1)]
         batch = asr.processor([a for _, a in chunk])
         texts = asr.processor.batch_decode(asr.generate(**batch, **options))
-        for (path, _), text in zip(chunk, texts):
+        for (path, _), text in zip(chunk, texts, strict=True):
             typer.echo(f"{path}\t{text}")
     if failed:
         raise typer.Exit(2)

@@ -49,7 +49,7 @@ class ASRConfig(PreTrainedConfig):
     encoder_lora_rank: int = 16
     encoder_lora_alpha: int = 16
     encoder_lora_dropout: float = 0.0
-    encoder_lora_target_modules: list[str] | None = None  # None -> ["q_proj", "k_proj"]
+    encoder_lora_target_modules: list[str] | None = None  # None -> the family's default (encoder.py), q,k mostly
     decoder_lora_rank: int = 8
     decoder_lora_alpha: int = 32
     decoder_lora_dropout: float = 0.0
@@ -69,8 +69,6 @@ class ASRConfig(PreTrainedConfig):
     stride_length_s: list[float] | None = None  # None -> [5.0, 5.0]
 
     def __post_init__(self, **kwargs):
-        if self.encoder_lora_target_modules is None:
-            self.encoder_lora_target_modules = ["q_proj", "k_proj"]
         if self.decoder_lora_target_modules is None:
             self.decoder_lora_target_modules = ["q_proj", "v_proj"]
         self.generation_defaults = {**DEFAULT_GENERATION, **(self.generation_defaults or {})}

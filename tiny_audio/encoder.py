@@ -15,6 +15,23 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
 
 WHISPER_HOP_LENGTH = 160  # samples per mel frame at 16 kHz
+# WavLM's attention hands these weights straight to F.multi_head_attention_forward, never calling the modules,
+# so a LoRA adapter on them would train but change nothing.
+LORA_BYPASSED = {"wavlm": ("q_proj", "k_proj", "v_proj", "out_proj")}
+
+
+def encoder_lora_targets(config: PreTrainedConfig, requested: list[str] | None) -> list[str]:
+    """The encoder modules to adapt: the request, or the family's default (attention q,k; WavLM: feed-forward)."""
+    bypassed = LORA_BYPASSED.get(config.model_type, ())
+    if requested is None:
+        return ["feed_forward.intermediate_dense", "feed_forward.output_dense"] if bypassed else ["q_proj", "k_proj"]
+    useless = [t for t in requested if t.split(".")[-1] in bypassed]
+    if useless:
+        raise ValueError(
+            f"LoRA on {', '.join(useless)} would have no effect in a {config.model_type} encoder (its attention "
+            "reads those weights directly); target feed_forward.intermediate_dense,feed_forward.output_dense instead"
+        )
+    return list(requested)
 
 
 def is_whisper(config: PreTrainedConfig) -> bool:
@@ -32,7 +49,7 @@ def encoder_output_length(config: PreTrainedConfig, feature_lengths: torch.Tenso
     lengths = feature_lengths
     if is_whisper(config):
         return (lengths - 1) // 2 + 1  # conv2: kernel 3, stride 2, padding 1
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
         lengths = (lengths - kernel) // stride + 1
     return lengths
 

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from .config import ASRConfig
-from .encoder import audio_tower_from_config, encode_audio, load_audio_tower
+from .encoder import audio_tower_from_config, encode_audio, encoder_lora_targets, load_audio_tower
 from .lora import apply_lora, lora_state_dict, merged_state_dict
 from .processor import ASRProcessor
 from .projector import Projector
@@ -77,6 +77,9 @@ class ASRModel(PreTrainedModel):
         )
         self.audio_tower.requires_grad_(False)
         language_model.requires_grad_(False)
+        config.encoder_lora_target_modules = encoder_lora_targets(
+            config.audio_config, config.encoder_lora_target_modules
+        )
         self.audio_tower = apply_lora(
             self.audio_tower,
             config.encoder_lora_rank,

@@ -122,7 +122,7 @@ class ASRProcessor:
         longest = max(lengths)
         padded = np.zeros((len(feats), *feats[0].shape[:-1], longest), dtype=np.float32)
         mask = np.zeros((len(feats), longest), dtype=np.int64)
-        for i, (f, n) in enumerate(zip(feats, lengths)):
+        for i, (f, n) in enumerate(zip(feats, lengths, strict=True)):
             padded[i, ..., :n] = f
             mask[i, :n] = 1
         return {"input_features": torch.from_numpy(padded), "audio_attention_mask": torch.from_numpy(mask)}
@@ -172,7 +172,7 @@ class ASRProcessor:
         input_ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
         labels = torch.full((len(rows), longest), IGNORE_INDEX, dtype=torch.long)
-        for i, (ids, lab) in enumerate(zip(rows, label_rows)):
+        for i, (ids, lab) in enumerate(zip(rows, label_rows, strict=True)):
             span = slice(longest - len(ids), longest) if padding_side == "left" else slice(0, len(ids))
             input_ids[i, span] = torch.tensor(ids)
             attention_mask[i, span] = 1

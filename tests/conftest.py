@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny random backbones (built once per session) and synthetic audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_audio import ASRConfig, ASRModel
+from tiny_audio.testing import make_tiny_backbones
+
+
+@pytest.fixture(scope="session")
+def backbones(tmp_path_factory):
+    """Returns a function (encoder, decoder) -> (audio_dir, text_dir), building each folder once."""
+    root = tmp_path_factory.mktemp("backbones")
+    cache: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def get(encoder: str = "whisper", decoder: str = "qwen3") -> tuple[str, str]:
+        if (encoder, decoder) not in cache:
+            cache[(encoder, decoder)] = make_tiny_backbones(root / f"{encoder}-{decoder}", encoder, decoder)
+        return cache[(encoder, decoder)]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def make_model(backbones):
+    """Returns a function building a fresh tiny ASRModel (eval mode, fixed seed)."""
+
+    def build(encoder: str = "whisper", decoder: str = "qwen3", **overrides) -> ASRModel:
+        audio_dir, text_dir = backbones(encoder, decoder)
+        torch.manual_seed(0)
+        config = ASRConfig(audio_model_id=audio_dir, text_model_id=text_dir, projector_hidden_dim=64, **overrides)
+        return ASRModel(config).eval()
+
+    return build
+
+
+def tone(seconds: float, freq: float = 220.0, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """A synthetic clip: a tone plus a little noise (float32, mono)."""
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).standard_normal(t.shape) * 0.01
+    return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+@pytest.fixture
+def clips() -> list[np.ndarray]:
+    """Three clips of different lengths, so batches need padding."""
+    return [tone(1.0, 220, seed=1), tone(1.7, 330, seed=2), tone(0.6, 440, seed=3)]

@@ -1,0 +1,162 @@
+"""ASRModel behaviour across encoder families x decoder families, on tiny random backbones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tiny_audio import ASRModel
+from tiny_audio.testing import DECODERS, ENCODERS
+
+PAIRS = [(e, d) for e in ENCODERS for d in DECODERS]
+
+
+@pytest.mark.parametrize(("encoder", "decoder"), PAIRS)
+def test_forward_shapes_loss_and_gradients(make_model, clips, encoder, decoder):
+    model = make_model(encoder, decoder).train()
+    batch = model.processor(clips, text=["hello world", "one two three", "yes"], padding_side="right")
+    out = model(**batch)
+    assert out.logits.shape == (*batch["input_ids"].shape, model.get_input_embeddings().num_embeddings)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    # Gradients only where training: projector and LoRA; frozen backbone weights get none.
+    for name, param in model.named_parameters():
+        trains = name.startswith("projector.") or "lora_" in name
+        assert param.requires_grad == trains, name
+        if name.startswith("projector.") or "lora_B" in name:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+        if not trains:
+            assert param.grad is None, name
+
+
+def test_loss_only_on_transcript_tokens(make_model, clips):
+    model = make_model()
+    batch = model.processor(clips[:1], text=["hello world"], padding_side="right")
+    labels, ids = batch["labels"][0], batch["input_ids"][0]
+    target = model.processor.tokenizer("hello world", add_special_tokens=False)["input_ids"]
+    kept = labels[labels != -100].tolist()
+    assert kept == target + [model.processor.eos_token_id]
+    assert (labels[ids == model.config.audio_token_id] == -100).all()
+
+
+@pytest.mark.parametrize(("encoder", "decoder"), PAIRS)
+def test_batched_generation_equals_single(make_model, clips, encoder, decoder):
+    model = make_model(encoder, decoder)
+    proc = model.processor
+    batched = proc.batch_decode(model.generate(**proc(clips), max_new_tokens=6))
+    single = [proc.decode(model.generate(**proc([c]), max_new_tokens=6)[0]) for c in clips]
+    assert batched == single
+
+
+def test_padded_frames_never_reach_the_llm(make_model, clips):
+    model = make_model("hubert", "llama")
+    proc = model.processor
+    alone = model.encode_audio(**_audio(proc([clips[2]])))
+    in_batch = model.encode_audio(**_audio(proc(clips)))
+    n0, n1 = (proc.num_audio_tokens(len(c)) for c in clips[:2])
+    # The short clip's frames come last in the flattened batch; same values, same count as alone.
+    torch.testing.assert_close(in_batch[n0 + n1 :], alone, atol=1e-5, rtol=1e-4)
+
+
+def _audio(batch):
+    return {"input_features": batch["input_features"], "audio_attention_mask": batch["audio_attention_mask"]}
+
+
+def test_placeholder_count_mismatch_is_a_clear_error(make_model, clips):
+    model = make_model()
+    batch = model.processor(clips[:1])
+    ids = batch["input_ids"]
+    drop = (ids[0] == model.config.audio_token_id).nonzero()[0, 0]
+    batch["input_ids"] = torch.cat([ids[:, :drop], ids[:, drop + 1 :]], dim=1)
+    batch["attention_mask"] = batch["attention_mask"][:, 1:]
+    with pytest.raises(ValueError, match="placeholder tokens per clip"):
+        model(**batch)
+
+
+def test_backbone_weights_are_the_pretrained_ones(make_model, backbones):
+    model = make_model("wavlm", "qwen3")
+    _, text_dir = backbones("wavlm", "qwen3")
+    saved = load_file(f"{text_dir}/model.safetensors")
+    live = model.language_model.get_base_model().state_dict()
+    key = "model.layers.0.mlp.up_proj.weight"
+    torch.testing.assert_close(live[key], saved[key], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(("encoder", "decoder"), [("whisper", "qwen3"), ("hubert", "llama")])
+def test_save_load_roundtrip_gives_identical_logits(make_model, clips, tmp_path, encoder, decoder):
+    model = make_model(encoder, decoder)
+    with torch.no_grad():  # make LoRA non-trivial (lora_B starts at zero)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    batch = model.processor(clips, text=["a", "b", "c"], padding_side="right")
+    model.save_pretrained(tmp_path / "m")
+    saved = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert all(k.startswith("projector.") or "lora_" in k for k in saved), "only trained weights are saved"
+    loaded = ASRModel.from_pretrained(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, model(**batch).logits, atol=0, rtol=0)
+
+
+def test_lora_rank_zero_means_no_adapter(make_model):
+    model = make_model(encoder_lora_rank=0, decoder_lora_rank=0)
+    report = model.parameter_report()
+    assert report["total"]["lora"] == 0
+    assert report["total"]["trainable"] == report["projector"]["total"]
+
+
+def test_parameter_report_counts_lora_per_side(make_model):
+    report = make_model(encoder_lora_rank=4, decoder_lora_rank=2).parameter_report()
+    # tiny encoder: 2 layers, width 32, LoRA on q,k: 2 * 2 * r * (32 + 32)
+    assert report["audio_tower"]["lora"] == 2 * 2 * 4 * 64
+    # tiny decoder: q 32->32 and v 32->16 (1 kv head of 16): 2 * r * ((32+32) + (32+16))
+    assert report["language_model"]["lora"] == 2 * 2 * (64 + 48)
+
+
+def test_self_contained_merged_export_runs_without_backbones(make_model, backbones, clips, tmp_path):
+    import shutil
+
+    model = make_model("whisper", "llama")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    batch = model.processor(clips, text=["a", "b", "c"], padding_side="right")
+    with torch.no_grad():
+        expected = model(**batch).logits
+    model.save_pretrained(tmp_path / "full", include_base_weights=True, merge_lora=True)
+    # Move the backbone folders away: the export must not need them.
+    audio_dir, text_dir = backbones("whisper", "llama")
+    for d in (audio_dir, text_dir):
+        shutil.move(d, d + ".away")
+    try:
+        loaded = ASRModel.from_pretrained(tmp_path / "full")
+    finally:
+        for d in (audio_dir, text_dir):
+            shutil.move(d + ".away", d)
+    assert loaded.parameter_report()["total"]["lora"] == 0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_few_steps_lower_the_loss(make_model, clips):
+    model = make_model().train()
+    batch = model.processor(clips, text=["hello world", "one two three", "yes"], padding_side="right")
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = model(**batch).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+        losses.append(loss.item())
+    # A frozen random 2-layer LM limits how far it can go; the point is a steady descent.
+    assert losses[-1] < losses[0] * 0.95 and losses[-1] == min(losses), losses
+
+
+def test_wavlm_lora_defaults_to_layers_it_can_adapt(make_model):
+    model = make_model("wavlm", "qwen3")
+    assert model.config.encoder_lora_target_modules == ["feed_forward.intermediate_dense", "feed_forward.output_dense"]
+    with pytest.raises(ValueError, match="no effect in a wavlm encoder"):
+        make_model("wavlm", "qwen3", encoder_lora_target_modules=["q_proj", "k_proj"])
