@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tiny_audio import ASRConfig, ASRModel
-from tiny_audio.testing import make_tiny_backbones
+from tiny_audio.testing import make_tiny_backbones, tone
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +35,6 @@ def make_model(backbones):
         return ASRModel(config).eval()
 
     return build
-
-
-def tone(seconds: float, freq: float = 220.0, rate: int = 16000, seed: int = 0) -> np.ndarray:
-    """A synthetic clip: a tone plus a little noise (float32, mono)."""
-    t = np.arange(int(seconds * rate)) / rate
-    noise = np.random.default_rng(seed).standard_normal(t.shape) * 0.01
-    return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,7 +95,7 @@ def info(
 
     from .model import ASRModel
 
-    if folder and "=" in folder:  # `info --preset seed key=value`: the first override lands in FOLDER
+    if folder and (preset or "=" in folder):  # `info --preset seed key=value`: the first override lands in FOLDER
         overrides, folder = [folder, *(overrides or [])], None
     config, source = _model_config(folder, preset, overrides or [])
     with torch.device("meta"):  # count parameters without allocating them
@@ -159,6 +160,8 @@ def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
     from .audio import AudioError
 
+    # peft calls a transformers method that v5 deprecated; the warning is noise for CLI users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         app()
     except (UserError, AudioError, FileNotFoundError, KeyError, ValueError) as err:

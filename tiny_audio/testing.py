@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -130,3 +131,10 @@ def make_tiny_backbones(folder: str | Path, encoder: str = "whisper", decoder: s
     lm.save_pretrained(text_dir)
     tokenizer.save_pretrained(text_dir)
     return str(audio_dir), str(text_dir)
+
+
+def tone(seconds: float, freq: float = 220.0, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """A synthetic clip: a tone plus a little noise (float32, mono)."""
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).standard_normal(t.shape) * 0.01
+    return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)

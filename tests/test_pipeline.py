@@ -1,0 +1,90 @@
+"""ASRPipeline in process and through transformers.pipeline(..., trust_remote_code=True) in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from tiny_audio import ASRPipeline, AudioError
+from tiny_audio.testing import tone
+
+
+@pytest.fixture
+def saved_model(make_model, tmp_path):
+    model = make_model("whisper", "qwen3")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    model.save_pretrained(tmp_path / "model")
+    return model, tmp_path / "model"
+
+
+def test_pipeline_inputs_options_and_batching(saved_model, tmp_path):
+    model, _ = saved_model
+    pipe = ASRPipeline(model=model, device="cpu")
+    clip = tone(1.2)
+    sf.write(tmp_path / "c.flac", clip, 16000)
+    expected = pipe(clip, max_new_tokens=5)["text"]
+    assert pipe(str(tmp_path / "c.flac"), max_new_tokens=5)["text"] == expected
+    assert pipe((tmp_path / "c.flac").read_bytes(), max_new_tokens=5)["text"] == expected
+    assert pipe({"array": clip, "sampling_rate": 16000}, max_new_tokens=5)["text"] == expected
+    assert pipe(np.stack([clip, clip]), max_new_tokens=5)["text"] == expected  # stereo mixed down
+    # Options pass through: one new token is at most one token of text.
+    one = pipe(clip, max_new_tokens=1)["text"]
+    assert len(model.processor.tokenizer(one, add_special_tokens=False)["input_ids"]) <= 1
+    assert pipe(clip, generate_kwargs={"max_new_tokens": 5})["text"] == expected
+    # List inputs run in batches and match one-at-a-time results.
+    others = [tone(0.7, 300, seed=4), tone(1.9, 500, seed=5)]
+    one_by_one = [pipe(x, max_new_tokens=5)["text"] for x in [clip, *others]]
+    assert [r["text"] for r in pipe([clip, *others], batch_size=2, max_new_tokens=5)] == one_by_one
+    with pytest.raises(TypeError, match="unknown option"):
+        pipe(clip, max_new_tokns=5)
+    with pytest.raises(AudioError, match="zero length"):
+        pipe(np.zeros(0, dtype=np.float32))
+
+
+FRESH = """
+import json, sys
+sys.modules["tiny_audio"] = None  # the package must not be needed
+import numpy as np, torch
+from transformers import AutoModel, pipeline
+folder, wav = sys.argv[1], sys.argv[2]
+model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+pipe = pipeline("automatic-speech-recognition", model=folder, trust_remote_code=True, device="cpu")
+batch = model.processor([wav], text=["hello"], padding_side="right")
+with torch.no_grad():
+    logits = model(**batch).logits
+print(json.dumps({"text": pipe(wav, max_new_tokens=5)["text"], "logits_sum": float(logits.double().sum())}))
+"""
+
+
+def test_fresh_process_loads_without_tiny_audio(saved_model, tmp_path):
+    model, folder = saved_model
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, tone(1.3), 16000)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FRESH), str(folder), str(wav)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,  # any trust prompt would fail instead of waiting
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    pipe = ASRPipeline(model=model, device="cpu")
+    assert got["text"] == pipe(str(wav), max_new_tokens=5)["text"]
+    batch = model.processor([str(wav)], text=["hello"], padding_side="right")
+    with torch.no_grad():
+        expected = float(model(**batch).logits.double().sum())
+    assert got["logits_sum"] == pytest.approx(expected, rel=1e-6)

@@ -1,0 +1,5 @@
+"""`python -m tiny_audio` runs the `tiny-audio` command."""
+
+from .cli import main
+
+main()
