@@ -12,6 +12,7 @@ tiny-audio info --preset default
 echo
 python - <<'PY'
 import tempfile, warnings
+import torch
 warnings.filterwarnings("ignore")
 from transformers import pipeline
 from transformers.utils import logging
@@ -23,7 +24,8 @@ with tempfile.TemporaryDirectory() as tmp:
     audio_dir, text_dir = make_tiny_backbones(tmp, encoder="whisper", decoder="qwen3")
     ASRModel(ASRConfig(audio_model_id=audio_dir, text_model_id=text_dir)).save_pretrained(f"{tmp}/model")
     asr = pipeline("automatic-speech-recognition", model=f"{tmp}/model", trust_remote_code=True, device="cpu")
-    result = asr(str(SAMPLE), max_new_tokens=12)
+    torch.manual_seed(0)  # sampled, so the untrained model's noise is visible (greedy gives blanks)
+    result = asr(str(SAMPLE), max_new_tokens=12, do_sample=True)
     print(f"{SAMPLE.name}: {result['text']!r}")
     print("(untrained tiny random model: the text is noise until the default model ships)")
 PY

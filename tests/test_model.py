@@ -160,3 +160,19 @@ def test_wavlm_lora_defaults_to_layers_it_can_adapt(make_model):
     assert model.config.encoder_lora_target_modules == ["feed_forward.intermediate_dense", "feed_forward.output_dense"]
     with pytest.raises(ValueError, match="no effect in a wavlm encoder"):
         make_model("wavlm", "qwen3", encoder_lora_target_modules=["q_proj", "k_proj"])
+
+
+def test_generation_options_pass_through(make_model, clips):
+    model = make_model()
+    batch = model.processor(clips[:2])
+    greedy = model.generate(**batch, max_new_tokens=4)
+    assert greedy.shape[1] <= 4
+    beams = model.generate(**batch, max_new_tokens=4, num_beams=3)
+    assert beams.shape[0] == 2
+    penalised = model.generate(**batch, max_new_tokens=6, repetition_penalty=5.0, no_repeat_ngram_size=1)
+    for row in penalised.tolist():
+        row = [t for t in row if t != model.processor.tokenizer.pad_token_id]
+        assert len(row) == len(set(row)), "no_repeat_ngram_size=1 forbids any repeated token"
+    torch.manual_seed(0)
+    sampled = model.generate(**batch, max_new_tokens=6, do_sample=True, temperature=5.0)
+    assert not torch.equal(sampled[:, : greedy.shape[1]], greedy) or sampled.shape != greedy.shape
