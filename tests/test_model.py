@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tiny_audio import ASRModel
-from tiny_audio.testing import DECODERS, ENCODERS
+from tiny_audio import ASRConfig, ASRModel
+from tiny_audio.testing import DECODERS, ENCODERS, tiny_decoder_config, tiny_encoder_config
 
 PAIRS = [(e, d) for e in ENCODERS for d in DECODERS]
 
@@ -83,7 +83,7 @@ def test_backbone_weights_are_the_pretrained_ones(make_model, backbones):
     torch.testing.assert_close(live[key], saved[key], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize(("encoder", "decoder"), [("whisper", "qwen3"), ("hubert", "llama")])
+@pytest.mark.parametrize(("encoder", "decoder"), PAIRS)
 def test_save_load_roundtrip_gives_identical_logits(make_model, clips, tmp_path, encoder, decoder):
     model = make_model(encoder, decoder)
     with torch.no_grad():  # make LoRA non-trivial (lora_B starts at zero)
@@ -176,3 +176,15 @@ def test_generation_options_pass_through(make_model, clips):
     torch.manual_seed(0)
     sampled = model.generate(**batch, max_new_tokens=6, do_sample=True, temperature=5.0)
     assert not torch.equal(sampled[:, : greedy.shape[1]], greedy) or sampled.shape != greedy.shape
+
+
+def test_built_from_nested_configs_alone_with_random_weights():
+    config = ASRConfig(
+        audio_config=tiny_encoder_config("hubert").to_dict(),
+        text_config=tiny_decoder_config("qwen3", 401).to_dict(),
+        projector_hidden_dim=64,
+    )
+    model = ASRModel(config)
+    report = model.parameter_report()
+    assert report["projector"]["total"] == 2 * 160 * 64 + 64 * 32 + 160 + 32
+    assert report["audio_tower"]["lora"] > 0 and report["language_model"]["lora"] > 0
