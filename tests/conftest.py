@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
 from tiny_audio import ASRConfig, ASRModel
 from tiny_audio.testing import make_tiny_backbones, tone
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Converted offline backbones go to a per-session cache, never the user's."""
+    folder = tmp_path_factory.mktemp("tiny-audio-cache")
+    old = os.environ.get("TINY_AUDIO_CACHE")
+    os.environ["TINY_AUDIO_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("TINY_AUDIO_CACHE", None)
+    else:
+        os.environ["TINY_AUDIO_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The shared speech data folder; tests that need it are skipped with the reason when it is missing."""
+    from tiny_audio.data import shared_data_dir
+
+    folder = shared_data_dir()
+    if folder is None:
+        pytest.skip("shared speech data not found: expected ../shared/data beside the checkout or TINY_AUDIO_DATA")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -81,3 +81,49 @@ def test_transcribe_reports_bad_files_and_still_runs_the_good_ones(make_model, t
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 3, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_transcribe_formats_and_output_dir(make_model, tmp_path):
+    make_model().save_pretrained(tmp_path / "m")
+    sf.write(tmp_path / "a.flac", tone(1.0), 16000)
+    sf.write(tmp_path / "b.wav", tone(2.5, 300), 16000)
+    out = tmp_path / "out"
+    for fmt in ("txt", "json", "srt", "vtt"):
+        result = run(
+            "transcribe",
+            str(tmp_path),
+            "--model",
+            str(tmp_path / "m"),
+            "--format",
+            fmt,
+            "--output-dir",
+            str(out),
+            "--max-new-tokens",
+            "3",
+            "--chunk-length-s",
+            "1.5",
+        )
+        assert result.returncode == 0, result.stderr
+    data = json.loads((out / "b.json").read_text())
+    assert data["file"].endswith("b.wav") and data["duration"] == 2.5
+    assert [(s["start"], s["end"]) for s in data["segments"]] == [(0.0, 1.5), (1.5, 2.5)]
+    assert (out / "a.vtt").read_text().startswith("WEBVTT")
+    assert {p.name for p in out.iterdir()} >= {"a.txt", "b.txt", "a.srt", "b.srt"}
+    bad = run("transcribe", str(tmp_path / "a.flac"), "--model", str(tmp_path / "m"), "--format", "docx")
+    assert bad.returncode == 2 and "--format must be one of" in bad.stderr
+
+
+def test_models_prepare_prints_the_folder_last_and_doctor_passes(tmp_path):
+    import os
+
+    env_cache = os.environ["TINY_AUDIO_CACHE"]
+    listing = run("models")
+    assert listing.returncode == 0 and "whisper-base" in listing.stdout and "smollm2-135m-instruct" in listing.stdout
+    prepared = run("models", "prepare", "whisper-tiny.en")
+    assert prepared.returncode == 0, prepared.stderr
+    assert prepared.stdout.strip().splitlines()[-1] == f"{env_cache}/backbones/whisper-tiny.en"
+    unknown = run("models", "prepare", "whisper-huge")
+    assert unknown.returncode == 2 and "unknown backbone 'whisper-huge'" in unknown.stderr
+    doctor = run("doctor")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "[ok  ] backbone whisper-tiny.en" in doctor.stdout and "all checks passed" in doctor.stdout

@@ -15,6 +15,8 @@ import soundfile as sf
 import soxr
 
 SAMPLE_RATE = 16000
+# A real-speech sample shipped with the package (public domain; see samples/README.md).
+BUNDLED_SAMPLE = Path(__file__).parent / "samples" / "jfk.flac"
 
 
 class AudioError(ValueError):

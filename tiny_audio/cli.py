@@ -118,42 +118,143 @@ def info(
 
 
 # ----------------------------------------------------------------------------------------------- transcribe
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au"}
+FORMATS = ("txt", "json", "srt", "vtt")
+
+
+def _audio_files(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():  # folders: audio files only, recursively, in a stable order
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES))
+        else:
+            files.append(item)  # named files are tried whatever their suffix, and reported if unreadable
+    return files
+
+
 @app.command()
 def transcribe(
     inputs: Annotated[list[Path], typer.Argument(help="Audio files or folders of audio files.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="A saved model folder or hub id.")],
-    batch_size: Annotated[int, typer.Option(help="Clips per batch.")] = 1,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Most tokens to generate per clip.")] = None,
-    num_beams: Annotated[int | None, typer.Option(help="Beam width (1 = greedy).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Saved model folder or hub id.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips (or windows of long audio) per batch.")] = 8,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="txt, json, srt or vtt.")] = "txt",
+    output_dir: Annotated[Path | None, typer.Option(help="Write FILE_STEM.FORMAT here instead of printing.")] = None,
+    num_beams: Annotated[int | None, typer.Option(min=1, help="Beam width (1 = greedy).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Most tokens per clip or window.")] = None,
+    do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy/beam search.")] = False,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature.")] = None,
+    chunk_length_s: Annotated[float | None, typer.Option(min=1.0, help="Window length for long audio.")] = None,
+    stride_length_s: Annotated[float | None, typer.Option(help="Accepted for the seed's calls; unused yet.")] = None,
 ) -> None:
-    """Transcribe audio files; bad files are reported one line each and the rest still run (exit 2)."""
+    """Transcribe audio files. Bad files get one line each (file and reason), the rest still run; exit 2 then."""
+    from tqdm.auto import tqdm
+
     from .audio import AudioError, load_audio
     from .model import ASRModel
+    from .transcribe import format_transcript, transcribe_arrays
 
-    files: list[Path] = []
-    for item in inputs:
-        files.extend(sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item])
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if model is None:
+        raise UserError("--model is required until the built-in default model ships: give a saved model folder")
+    files = _audio_files(inputs)
+    if not files:
+        raise UserError("no audio files found in " + ", ".join(map(str, inputs)))
+    if output_dir is not None:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create output folder {output_dir}: {err.strerror}") from None
     try:
         asr = ASRModel.from_pretrained(model)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError) as err:
         raise UserError(f"cannot load model {model!r}: {err}") from None
-    options = {k: v for k, v in {"max_new_tokens": max_new_tokens, "num_beams": num_beams}.items() if v is not None}
-    failed = 0
-    good: list[tuple[Path, Any]] = []
+
+    failed, good = 0, []
     for path in files:
         try:
-            good.append((path, load_audio(path)))
+            good.append((path, load_audio(path, target_rate=asr.config.sample_rate)))
         except AudioError as err:
             failed += 1
             typer.echo(f"error: {err}", err=True)
-    for start in range(0, len(good), max(batch_size, 1)):
-        chunk = good[start : start + max(batch_size, 1)]
-        batch = asr.processor([a for _, a in chunk])
-        texts = asr.processor.batch_decode(asr.generate(**batch, **options))
-        for (path, _), text in zip(chunk, texts, strict=True):
-            typer.echo(f"{path}\t{text}")
+    options = {"num_beams": num_beams, "max_new_tokens": max_new_tokens, "temperature": temperature}
+    options = {k: v for k, v in options.items() if v is not None}
+    if do_sample:
+        options["do_sample"] = True
+    if good:
+        seconds = sum(len(a) for _, a in good) / asr.config.sample_rate
+        show = len(good) > 1 or seconds > 60  # a bar only where there is something to wait for
+        with tqdm(total=len(good), unit="file", disable=not show, file=sys.stderr) as bar:
+            results = []
+            for start in range(0, len(good), batch_size):  # a batch of files at a time keeps output flowing
+                part = good[start : start + batch_size]
+                results += transcribe_arrays(
+                    asr, [a for _, a in part], batch_size=batch_size, chunk_length_s=chunk_length_s, **options
+                )
+                bar.update(len(part))
+        for (path, _), result in zip(good, results, strict=True):
+            text = format_transcript(result, fmt, source=str(path))
+            if output_dir is not None:
+                (output_dir / f"{path.stem}.{fmt}").write_text(text)
+            elif fmt == "txt" and len(files) > 1:
+                typer.echo(f"{path}\t{result.text}")
+            else:
+                typer.echo(text, nl=False)
     if failed:
         raise typer.Exit(2)
+
+
+# -------------------------------------------------------------------------------------------------- models
+models_app = typer.Typer(help="Named offline backbones: list them, or convert one into the cache.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
+    """List the named offline backbones and their state."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .backbones import NAMED, backbone_folder, cache_dir, state
+
+    typer.echo(f"cache: {cache_dir()}")
+    for name, backbone in NAMED.items():
+        current = state(name)
+        where = f"  {backbone_folder(name)}" if current == "ready" else ""
+        typer.echo(f"  {name:<24}{backbone.hub_id:<38}{current}{where}")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    name: Annotated[str, typer.Argument(help="A backbone name (see `tiny-audio models`).")],
+    force: Annotated[bool, typer.Option(help="Convert again even if a checked copy exists.")] = False,
+) -> None:
+    """Convert a named backbone once (checked, atomic); the last line printed is its folder."""
+    from .backbones import BackboneError, prepare, verify
+
+    try:
+        folder = prepare(name, force=force)
+    except BackboneError as err:
+        raise UserError(str(err)) from None
+    problem = verify(folder, full=True)
+    if problem:
+        raise UserError(f"{name}: the cached copy is damaged ({problem}); run again with --force")
+    typer.echo(str(folder))
+
+
+# -------------------------------------------------------------------------------------------------- doctor
+@app.command()
+def doctor() -> None:
+    """Check the set-up: Python, packages, offline backbones, sample audio, accelerator, disk. Exit 1 on failure."""
+    from .doctor import run_checks
+
+    failed = 0
+    for ok, label, detail, fix in run_checks():
+        mark = {True: "ok  ", False: "FAIL", None: "note"}[ok]
+        typer.echo(f"[{mark}] {label}: {detail}" + (f"\n       fix: {fix}" if fix and ok is not True else ""))
+        failed += ok is False
+    typer.echo(f"\n{'all checks passed' if not failed else f'{failed} check(s) failed'}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

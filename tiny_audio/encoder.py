@@ -14,6 +14,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
 
+from .backbones import resolve
+
 WHISPER_HOP_LENGTH = 160  # samples per mel frame at 16 kHz
 # WavLM's attention hands these weights straight to F.multi_head_attention_forward, never calling the modules,
 # so a LoRA adapter on them would train but change nothing.
@@ -64,7 +66,8 @@ def audio_tower_from_config(config: PreTrainedConfig) -> nn.Module:
 
 
 def load_audio_tower(model_id: str, dtype: torch.dtype | None = None) -> nn.Module:
-    """Load a pretrained encoder from a hub id or local folder (encoder part only, heads dropped)."""
+    """Load a pretrained encoder from a hub id, local folder or backbone name (encoder only, heads dropped)."""
+    model_id = resolve(model_id)
     config = AutoConfig.from_pretrained(model_id)
     if is_whisper(config):
         from transformers import WhisperModel

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
+from .backbones import resolve
 from .config import ASRConfig
 from .encoder import audio_tower_from_config, encode_audio, encoder_lora_targets, load_audio_tower
 from .lora import apply_lora, lora_state_dict, merged_state_dict
@@ -59,7 +60,7 @@ class ASRModel(PreTrainedModel):
 
         # language_model: frozen causal LM (LoRA may be added below)
         if pretrained and config.text_model_id:
-            language_model = AutoModelForCausalLM.from_pretrained(config.text_model_id, dtype=dtype)
+            language_model = AutoModelForCausalLM.from_pretrained(resolve(config.text_model_id), dtype=dtype)
             config.text_config = language_model.config
         elif config.text_config is not None:
             language_model = AutoModelForCausalLM.from_config(config.text_config)

@@ -1,7 +1,8 @@
 """ASRPipeline: `pipeline("automatic-speech-recognition", model=FOLDER, trust_remote_code=True)` for Tiny Audio.
 
 Inputs: a path (WAV, FLAC, OGG/Opus, MP3), bytes, a 16 kHz numpy array, or {"array", "sampling_rate"} at any
-rate; a list of these runs in batches of `batch_size`. Generation options pass through the call.
+rate; a list of these runs in batches of `batch_size`. Generation options pass through the call; audio longer
+than `chunk_length_s` is split into windows (see transcribe.py), and `return_timestamps=True` adds their spans.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from transformers import Pipeline
 
 from .audio import load_audio
 from .processor import ASRProcessor
+from .transcribe import transcribe_arrays
 
 GENERATION_OPTIONS = (
     "max_new_tokens",
@@ -40,19 +42,27 @@ class ASRPipeline(Pipeline):
             model.processor = ASRProcessor(feature_extractor, tokenizer, model.config)
         self.asr_processor: ASRProcessor = model.processor
 
-    def _sanitize_parameters(self, sampling_rate: int | None = None, generate_kwargs: dict | None = None, **kwargs):
+    def _sanitize_parameters(
+        self,
+        sampling_rate: int | None = None,
+        generate_kwargs: dict | None = None,
+        chunk_length_s: float | None = None,
+        stride_length_s: Any = None,
+        return_timestamps: bool | None = None,
+        **kwargs: Any,
+    ):
         preprocess = {"sampling_rate": sampling_rate} if sampling_rate is not None else {}
         forward = dict(generate_kwargs or {})
         forward.update({k: kwargs.pop(k) for k in GENERATION_OPTIONS if k in kwargs})
-        # Long-audio options are accepted for compatibility with the seed's calls; clips longer than the
-        # encoder's window raise a clear error from the encoder.
-        for key in ("chunk_length_s", "stride_length_s"):
-            kwargs.pop(key, None)
+        if chunk_length_s is not None:
+            forward["chunk_length_s"] = chunk_length_s
+        # stride_length_s is accepted for the seed's calls; windows do not overlap yet (see transcribe.py).
+        postprocess = {"return_timestamps": return_timestamps} if return_timestamps is not None else {}
         if kwargs:
             raise TypeError(f"unknown option(s) for the Tiny Audio pipeline: {', '.join(sorted(kwargs))}")
-        return preprocess, forward, {}
+        return preprocess, forward, postprocess
 
-    def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, str] | list[dict[str, str]]:
+    def __call__(self, inputs: Any, **kwargs: Any) -> dict[str, Any] | list[dict[str, Any]]:
         """Transcribe one input or a list of inputs (batched by `batch_size`)."""
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
@@ -60,19 +70,28 @@ class ASRPipeline(Pipeline):
         preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
         preprocess = {**self._preprocess_params, **preprocess}
         forward = {**self._forward_params, **forward}
-        results = []
-        for start in range(0, len(items), batch_size):
-            arrays = [self.preprocess(x, **preprocess)["audio"] for x in items[start : start + batch_size]]
-            outputs = self.forward({"audio": arrays}, **forward)
-            results.extend(self.postprocess(outputs, **postprocess))
+        postprocess = {**self._postprocess_params, **postprocess}
+        arrays = [self.preprocess(x, **preprocess)["audio"] for x in items]
+        with self.device_placement():
+            transcripts = transcribe_arrays(self.model, arrays, batch_size=batch_size, **forward)
+        results = [self._result(t, **postprocess) for t in transcripts]
         return results[0] if single else results
+
+    @staticmethod
+    def _result(transcript: Any, return_timestamps: bool | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = {"text": transcript.text}
+        if return_timestamps:
+            result["chunks"] = [{"timestamp": (s.start, s.end), "text": s.text} for s in transcript.segments]
+        return result
 
     def preprocess(self, inputs: Any, sampling_rate: int | None = None) -> dict[str, Any]:
         return {"audio": load_audio(inputs, sampling_rate, self.model.config.sample_rate)}
 
+    # The single-step hooks of transformers' Pipeline (used by its iterator APIs); __call__ uses transcribe_arrays.
     def _forward(self, model_inputs: dict[str, Any], **generate_kwargs: Any) -> dict[str, Any]:
+        generate_kwargs.pop("chunk_length_s", None)
         batch = self.asr_processor(model_inputs["audio"], padding_side="left").to(self.device)
         return {"tokens": self.model.generate(**batch, **generate_kwargs)}
 
-    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, str]]:
+    def postprocess(self, model_outputs: dict[str, Any], return_timestamps: bool | None = None) -> list[dict[str, str]]:
         return [{"text": text} for text in self.asr_processor.batch_decode(model_outputs["tokens"])]

@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from .audio import load_audio
+from .backbones import resolve
 from .config import ASRConfig
 from .encoder import encoder_output_length, feature_length, is_whisper
 
@@ -73,13 +74,14 @@ class ASRProcessor:
     @classmethod
     def from_config(cls, config: ASRConfig) -> ASRProcessor:
         """Build from the backbones named in the config (their folders or hub ids)."""
+        audio_id, text_id = resolve(config.audio_model_id), resolve(config.text_model_id)
         if config.audio_config is None:
-            config.audio_config = AutoConfig.from_pretrained(config.audio_model_id)
+            config.audio_config = AutoConfig.from_pretrained(audio_id)
         try:
-            feature_extractor = AutoFeatureExtractor.from_pretrained(config.audio_model_id)
+            feature_extractor = AutoFeatureExtractor.from_pretrained(audio_id)
         except (OSError, ValueError, TypeError):
             feature_extractor = default_feature_extractor(config.audio_config, config.sample_rate)
-        tokenizer = AutoTokenizer.from_pretrained(config.text_model_id)
+        tokenizer = AutoTokenizer.from_pretrained(text_id)
         return cls(feature_extractor, tokenizer, config)
 
     @classmethod

@@ -26,7 +26,6 @@ from transformers import (
     WhisperModel,
 )
 
-SAMPLE = Path(__file__).parent / "samples" / "jfk.flac"  # public domain, see samples/README.md
 ENCODERS = ("hubert", "wav2vec2", "wavlm", "whisper")
 DECODERS = ("qwen3", "llama")
 WIDTH = 32
