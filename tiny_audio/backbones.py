@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -159,6 +160,7 @@ def prepare(name: str, force: bool = False) -> Path:
             shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=folder.parent))
     tmp.chmod(0o755)
+    print(f"tiny-audio: converting backbone {name} into {folder} (once)", file=sys.stderr)
     try:
         if backbone.kind == "whisper-ct2":
             convert_ct2_whisper(sources, tmp)
