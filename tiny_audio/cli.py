@@ -8,6 +8,7 @@ tiny-audio transcribe clip.flac --model path/to/model
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -204,6 +205,27 @@ def transcribe(
         raise typer.Exit(2)
 
 
+# --------------------------------------------------------------------------------------------------- train
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    preset: Annotated[str, typer.Argument(help="A shipped preset (smoke, default, seed) or a YAML file.")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value, e.g. training.learning_rate=1e-4")
+    ] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Checkpoints, logs and the final model go here.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint in the output folder.")
+    ] = False,
+) -> None:
+    """Train a model: projector (and LoRA, by stage) on speech manifests, with checkpoints you can resume."""
+    from .train import load_train_config
+    from .train import train as run_training
+
+    config = load_train_config(preset, overrides or [])
+    final = run_training(config, output_dir=output_dir, resume=resume)
+    typer.echo(str(final))
+
+
 # -------------------------------------------------------------------------------------------------- models
 models_app = typer.Typer(help="Named offline backbones: list them, or convert one into the cache.")
 app.add_typer(models_app, name="models")
@@ -265,7 +287,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         app()
-    except (UserError, AudioError, FileNotFoundError, KeyError, ValueError) as err:
+    except (UserError, AudioError, FileNotFoundError, KeyError, ValueError, PermissionError) as err:
+        if os.environ.get("TINY_AUDIO_DEBUG"):
+            raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         typer.echo(f"error: {message}", err=True)
         sys.exit(2)

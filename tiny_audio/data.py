@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from .audio import AudioError, load_audio
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,3 +38,123 @@ def read_manifest(path: str | Path) -> list[dict[str, Any]]:
             row["audio"] = str(path.parent / row["audio"])
             rows.append(row)
     return rows
+
+
+def resolve_data_path(path: str | Path) -> Path:
+    """A data path as given if it exists, else relative to the shared data folder; a clear error otherwise."""
+    path = Path(path).expanduser()
+    if path.exists():
+        return path
+    shared = shared_data_dir()
+    if shared is not None and not path.is_absolute() and (shared / path).exists():
+        return shared / path
+    where = f"./{path} or {shared / path}" if shared else f"./{path} (no shared data folder found: set TINY_AUDIO_DATA)"
+    raise FileNotFoundError(f"data not found: looked for {where}")
+
+
+@dataclass
+class LoadReport:
+    """What reading a data source kept and why it dropped the rest."""
+
+    source: str
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def __str__(self) -> str:
+        dropped = ", ".join(f"{n} {why}" for why, n in sorted(self.dropped.items())) or "none"
+        return f"{self.source}: kept {self.kept}, dropped {dropped}"
+
+
+def load_rows(
+    source: str | Path,
+    min_duration_s: float = 0.0,
+    max_duration_s: float | None = None,
+    text_field: str = "text",
+) -> tuple[list[dict[str, Any]], LoadReport]:
+    """Rows {audio, text, duration, source} from a manifest (or a folder holding manifest.jsonl), filtered.
+
+    Rows with a missing audio file, empty text, zero or out-of-range duration are dropped and counted.
+    """
+    path = resolve_data_path(source)
+    if path.is_dir():
+        path = path / "manifest.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest.jsonl here (build one with `tiny-audio data manifest`)")
+    report = LoadReport(str(path))
+    rows = []
+    for line_no, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            report.drop("unparsable lines")
+            continue
+        text = str(row.get(text_field) or row.get("text") or "").strip()
+        duration = float(row.get("duration") or 0.0)
+        audio = path.parent / str(row.get("audio", ""))
+        if not row.get("audio") or not audio.is_file():
+            report.drop("missing audio files")
+        elif not text:
+            report.drop("empty transcripts")
+        elif duration <= 0:
+            report.drop("zero durations")
+        elif duration < min_duration_s or (max_duration_s and duration > max_duration_s):
+            report.drop("outside the duration range")
+        else:
+            rows.append(
+                {
+                    "id": row.get("id", f"{path.name}:{line_no}"),
+                    "audio": str(audio),
+                    "text": text,
+                    "duration": duration,
+                    "source": row.get("source", ""),
+                }
+            )
+    report.kept = len(rows)
+    return rows, report
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Rows of (audio path, transcript); items are {"audio": float32 16 kHz array, "text": str}, or None when
+    the file turns out unreadable (the collator drops those and counts them)."""
+
+    def __init__(self, rows: list[dict[str, Any]], sample_rate: int = 16000):
+        self.rows = rows
+        self.sample_rate = sample_rate
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        row = self.rows[i]
+        try:
+            audio = load_audio(row["audio"], target_rate=self.sample_rate)
+        except AudioError:
+            return None
+        return {"audio": audio, "text": row["text"]}
+
+    @property
+    def lengths(self) -> list[float]:
+        """Durations, for length-grouped batching."""
+        return [row["duration"] for row in self.rows]
+
+
+class SpeechCollator:
+    """Batch items into model inputs with the processor (right padding, labels on transcript tokens only)."""
+
+    def __init__(self, processor: Any):
+        self.processor = processor
+        self.skipped = 0
+
+    def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
+        good = [item for item in items if item is not None]
+        self.skipped += len(items) - len(good)
+        if not good:
+            raise RuntimeError(
+                "every clip in this batch was unreadable; check the data with `tiny-audio data manifest`"
+            )
+        return dict(self.processor([g["audio"] for g in good], text=[g["text"] for g in good], padding_side="right"))

@@ -1,0 +1,123 @@
+"""Training on tiny backbones: config checks, stages, init_from, the dev loss going down, exact resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from tiny_audio.testing import tone
+from tiny_audio.train import build_model, load_train_config, set_stage, train
+
+TEXTS = ["hello world", "one two three", "yes", "stop go left right", "the quick brown fox", "up down"]
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    """Six synthetic clips with transcripts, one broken row of each kind."""
+    folder = tmp_path / "data"
+    (folder / "audio").mkdir(parents=True)
+    lines = []
+    for i, text in enumerate(TEXTS):
+        sf.write(folder / "audio" / f"{i}.wav", tone(0.5 + 0.2 * i, 200 + 60 * i, seed=i), 16000)
+        lines.append({"id": str(i), "audio": f"audio/{i}.wav", "text": text, "duration": 0.5 + 0.2 * i})
+    lines.append({"id": "gone", "audio": "audio/missing.wav", "text": "x", "duration": 1.0})
+    lines.append({"id": "mute", "audio": "audio/0.wav", "text": "", "duration": 0.5})
+    (folder / "manifest.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\nnot json\n")
+    return folder / "manifest.jsonl"
+
+
+def config_for(backbones, manifest, tmp_path, *overrides):
+    audio_dir, text_dir = backbones("whisper", "qwen3")
+    yaml_path = tmp_path / "run.yaml"
+    yaml_path.write_text(
+        f"""
+model: {{audio_model_id: {audio_dir}, text_model_id: {text_dir}, projector_hidden_dim: 64,
+        encoder_lora_rank: 2, decoder_lora_rank: 2}}
+data: {{train: [{manifest}], dev: {manifest}, min_duration_s: 0.1}}
+training: {{learning_rate: 3.0e-3, max_steps: 8, per_device_train_batch_size: 2, save_steps: 4,
+           eval_steps: 4, logging_steps: 1, report_to: [none], lr_scheduler_type: constant}}
+"""
+    )
+    return load_train_config(str(yaml_path), list(overrides))
+
+
+def test_config_errors_name_the_bad_key(backbones, manifest, tmp_path):
+    with pytest.raises(KeyError, match="unknown training setting"):
+        config_for(backbones, manifest, tmp_path, "training.learnin_rate=1")
+    with pytest.raises(KeyError, match="no section 'optim'"):
+        config_for(backbones, manifest, tmp_path, "optim.lr=1")
+    with pytest.raises(ValueError, match="training.stage must be one of"):
+        config_for(backbones, manifest, tmp_path, "training.stage=everything")
+    assert config_for(backbones, manifest, tmp_path, "training.learning_rate=1e-4").training.learning_rate == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("stage", "trains"),
+    [
+        ("projector", {"projector"}),
+        ("decoder", {"projector", "language_model"}),
+        ("all", {"projector", "language_model", "audio_tower"}),
+    ],
+)
+def test_stages_choose_what_trains(backbones, manifest, tmp_path, stage, trains):
+    model = build_model(config_for(backbones, manifest, tmp_path, f"training.stage={stage}"))
+    training = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert training == trains
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("projector"))
+
+
+def test_training_lowers_dev_loss_saves_trained_weights_and_config(backbones, manifest, tmp_path, capsys):
+    config = config_for(backbones, manifest, tmp_path)
+    final = train(config, output_dir=tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "kept 6, dropped 1 empty transcripts, 1 missing audio files, 1 unparsable lines" in out
+    history = json.loads((tmp_path / "run" / "checkpoint-8" / "trainer_state.json").read_text())["log_history"]
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    assert evals[-1] < evals[0], evals
+    assert (tmp_path / "run" / "checkpoint-4" / "train_config.yaml").is_file()
+    saved = load_file(str(final / "model.safetensors"))
+    assert all(k.startswith("projector.") or "lora_" in k for k in saved)
+    # A second stage starts from the first one's trained weights.
+    stage2 = config_for(backbones, manifest, tmp_path, f"training.init_from={final}", "training.stage=decoder")
+    model = build_model(stage2)
+    torch.testing.assert_close(model.projector.down_proj.weight, saved["projector.down_proj.weight"])
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+            control.should_save = True
+
+
+def test_resume_continues_exactly_where_the_run_stopped(backbones, manifest, tmp_path):
+    straight = train(config_for(backbones, manifest, tmp_path, "data.dev=null"), output_dir=tmp_path / "a")
+    stopped = tmp_path / "b"
+    train(config_for(backbones, manifest, tmp_path, "data.dev=null"), output_dir=stopped, callbacks=[StopAt(3)])
+    assert (stopped / "checkpoint-3").is_dir()
+    resumed = train(config_for(backbones, manifest, tmp_path, "data.dev=null"), output_dir=stopped, resume=True)
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_unwritable_output_folder_fails_before_training(backbones, manifest, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PermissionError, match="cannot write to the output folder"):
+        train(config_for(backbones, manifest, tmp_path), output_dir=blocker / "run")
+
+
+def test_set_stage_projector_only_freezes_lora(make_model):
+    model = make_model()
+    set_stage(model, "projector")
+    assert model.parameter_report()["total"]["trainable"] == model.parameter_report()["projector"]["total"]

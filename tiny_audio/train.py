@@ -1,0 +1,314 @@
+"""Training: a preset (YAML mirroring TrainConfig) + key=value overrides -> transformers Trainer run.
+
+    tiny-audio train smoke training.max_steps=20 --output-dir runs/smoke
+    tiny-audio train default --resume
+
+Stages: `training.stage` picks what trains: "projector", "decoder" (projector + decoder LoRA), "encoder"
+(projector + both LoRA sides) or "all" (everything that exists); `training.init_from` starts from the trained
+weights of an earlier stage's output. Checkpoints hold only the trained weights plus the resolved config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from .config import ASRConfig
+from .data import SpeechCollator, SpeechDataset, load_rows
+from .model import WEIGHTS_NAME, ASRModel
+from .presets import load_preset
+
+STAGES = ("projector", "decoder", "encoder", "all")
+CONFIG_NAME = "train_config.yaml"
+
+
+@dataclass
+class DataConfig:
+    """Where the speech comes from and which rows are used."""
+
+    train: list[str] = field(default_factory=lambda: ["train/manifest.jsonl"])  # manifests or folders
+    dev: str | None = "dev/manifest.jsonl"  # for dev loss; None to skip evaluation
+    max_train_samples: int | None = None  # first N rows after filtering (smoke runs, overfitting checks)
+    max_dev_samples: int | None = 64
+    min_duration_s: float = 0.2
+    max_duration_s: float = 30.0  # the Whisper encoder's window
+    text_field: str = "text"  # manifest field holding the target transcript
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation and bookkeeping (passed on to transformers' TrainingArguments)."""
+
+    output_dir: str = "runs/tiny-audio"
+    stage: str = "all"  # projector | decoder | encoder | all
+    init_from: str | None = None  # an earlier stage's output folder or checkpoint
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "cosine"
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False
+    group_by_length: bool = True  # batches of similar duration waste less padding
+    bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 otherwise
+    logging_steps: int = 10
+    eval_steps: int | None = None  # None: once per epoch
+    save_steps: int = 500
+    save_total_limit: int = 3
+    seed: int = 42
+    dataloader_num_workers: int = 0
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved as train_config.yaml with every checkpoint."""
+
+    model: dict[str, Any] = field(default_factory=dict)  # ASRConfig fields
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(values: dict[str, Any], cls: type, name: str) -> dict[str, Any]:
+    """YAML 1.1 reads 1e-4 as a string: convert numbers (and booleans) by the dataclass field's type."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out = dict(values)
+    for key, value in values.items():
+        kind = types.get(key, "")
+        if not isinstance(value, str):
+            continue
+        try:
+            if kind.startswith("float"):
+                out[key] = float(value)
+            elif kind.startswith("int"):
+                out[key] = int(float(value)) if float(value).is_integer() else value
+        except ValueError:
+            raise ValueError(f"{name}.{key} must be a number, got {value!r}") from None
+    return out
+
+
+def _section(cls: type, values: dict[str, Any], name: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise KeyError(f"unknown {name} setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return cls(**_coerce(values, cls, name))
+
+
+def load_train_config(preset_or_yaml: str, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a preset or YAML file, apply `section.key=value` overrides and check every key."""
+    data = load_preset(preset_or_yaml, overrides)
+    unknown = sorted(set(data) - {"model", "data", "training"})
+    if unknown:
+        raise KeyError(f"unknown section(s) {', '.join(unknown)}: a training config has model, data and training")
+    model = dict(data.get("model") or {})
+    known_model = {f.name for f in dataclasses.fields(ASRConfig)}
+    bad = sorted(set(model) - known_model)
+    if bad:
+        raise KeyError(f"unknown model setting(s): {', '.join(bad)}")
+    config = TrainConfig(
+        model=_coerce(model, ASRConfig, "model"),
+        data=_section(DataConfig, dict(data.get("data") or {}), "data"),
+        training=_section(TrainingConfig, dict(data.get("training") or {}), "training"),
+    )
+    if config.training.stage not in STAGES:
+        raise ValueError(f"training.stage must be one of {', '.join(STAGES)}, got {config.training.stage!r}")
+    if isinstance(config.data.train, str):
+        config.data.train = [config.data.train]
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def set_stage(model: ASRModel, stage: str) -> None:
+    """Mark what trains in this stage; everything else is frozen."""
+    for name, param in model.named_parameters():
+        if name.startswith("projector."):
+            param.requires_grad = True
+        elif "lora_" in name:
+            side_trains = {"decoder": name.startswith("language_model."), "encoder": True, "all": True}
+            param.requires_grad = side_trains.get(stage, False)
+        else:
+            param.requires_grad = False
+
+
+def load_trained_weights(model: ASRModel, folder: str | Path) -> list[str]:
+    """Load an earlier stage's trained weights; returns the trained tensors it did not have (e.g. new LoRA)."""
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"training.init_from: {folder} has no {WEIGHTS_NAME}")
+    state = load_file(str(path))
+    expected = model.trained_state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise ValueError(f"training.init_from: {folder} does not fit this model (e.g. {unexpected[:3]})")
+    for key, value in state.items():
+        if expected[key].shape != value.shape:
+            raise ValueError(
+                f"training.init_from: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict(state, strict=False)
+    return sorted(set(expected) - set(state))
+
+
+def build_model(config: TrainConfig) -> ASRModel:
+    """The model for this run: backbones, the stage's trainable parts, earlier-stage weights."""
+    model = ASRModel(ASRConfig(**config.model))
+    if config.training.init_from:
+        load_trained_weights(model, config.training.init_from)
+    set_stage(model, config.training.stage)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------- run
+class ASRTrainer(Trainer):
+    """Trainer whose length-grouped sampler takes clip durations from the manifest instead of loading clips."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, SpeechDataset):
+            size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(size, lengths=dataset.lengths)
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        return torch.utils.data.SequentialSampler(eval_dataset)  # evaluation order does not matter; keep it cheap
+
+
+class SaveConfigCallback(TrainerCallback):
+    """Writes the resolved training config into every checkpoint folder."""
+
+    def __init__(self, config: TrainConfig):
+        self.text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / CONFIG_NAME).write_text(self.text)
+
+
+def check_output_dir(folder: Path, needed_gb: float = 1.0) -> None:
+    """Fail before training when the output folder cannot be written or the disk is nearly full."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"cannot write to the output folder {folder}: {err.strerror}") from None
+    free = shutil.disk_usage(folder).free / 2**30
+    if free < needed_gb:
+        raise OSError(f"only {free:.2f} GiB free at {folder}; checkpoints need about {needed_gb:.1f} GiB")
+
+
+def training_arguments(config: TrainConfig, output_dir: Path, has_dev: bool) -> TrainingArguments:
+    t = config.training
+    bf16 = t.bf16 if t.bf16 is not None else (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    eval_strategy = "no" if not has_dev else ("steps" if t.eval_steps else "epoch")
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler_type,
+        num_train_epochs=t.num_train_epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        activation_checkpointing=t.gradient_checkpointing,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        bf16=bf16,
+        logging_steps=t.logging_steps,
+        eval_strategy=eval_strategy,
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,  # items are raw audio + text; the collator builds model inputs
+        report_to=[r for r in t.report_to if r != "none"],
+    )
+
+
+def train(
+    config: TrainConfig,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    callbacks: list[TrainerCallback] | None = None,
+) -> Path:
+    """Run training; returns the folder of the final model (output_dir/final)."""
+    output_dir = Path(output_dir or config.training.output_dir)
+    config.training.output_dir = str(output_dir)
+    check_output_dir(output_dir)
+    set_seed(config.training.seed)
+
+    d = config.data
+    rows, reports = [], []
+    for source in d.train:
+        part, report = load_rows(source, d.min_duration_s, d.max_duration_s, d.text_field)
+        rows += part
+        reports.append(report)
+    if d.max_train_samples:
+        rows = rows[: d.max_train_samples]
+    if not rows:
+        raise ValueError("no training rows left after filtering: " + "; ".join(map(str, reports)))
+    dev_rows = []
+    if d.dev:
+        dev_rows, report = load_rows(d.dev, d.min_duration_s, d.max_duration_s, d.text_field)
+        reports.append(report)
+        dev_rows = dev_rows[: d.max_dev_samples] if d.max_dev_samples else dev_rows
+    for report in reports:
+        print(f"data: {report}")
+
+    model = build_model(config)
+    report = model.parameter_report()["total"]
+    print(f"model: {report['trainable']:,} trainable of {report['total']:,} parameters (stage {config.training.stage})")
+    train_set = SpeechDataset(rows, model.config.sample_rate)
+    dev_set = SpeechDataset(dev_rows, model.config.sample_rate) if dev_rows else None
+    collator = SpeechCollator(model.processor)
+    args = training_arguments(config, output_dir, has_dev=dev_set is not None)
+    trainer = ASRTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=dev_set,
+        data_collator=collator,
+        callbacks=[SaveConfigCallback(config), *(callbacks or [])],
+    )
+    checkpoint = None
+    if resume:
+        checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        if not checkpoints:
+            raise FileNotFoundError(f"--resume: no checkpoint-* folder in {output_dir}")
+        checkpoint = str(checkpoints[-1])
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if collator.skipped:
+        print(f"data: skipped {collator.skipped} unreadable clips during training")
+    final = output_dir / "final"
+    if trainer.is_world_process_zero():
+        model.save_pretrained(final)
+        (final / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if dev_set is not None:
+        metrics = trainer.evaluate()
+        print(f"dev: loss {metrics['eval_loss']:.4f} (perplexity {math.exp(min(metrics['eval_loss'], 50)):.1f})")
+    return final
