@@ -79,6 +79,7 @@ def test_training_lowers_dev_loss_saves_trained_weights_and_config(backbones, ma
     history = json.loads((tmp_path / "run" / "checkpoint-8" / "trainer_state.json").read_text())["log_history"]
     evals = [h["eval_loss"] for h in history if "eval_loss" in h]
     assert evals[-1] < evals[0], evals
+    assert any("eval_wer" in h for h in history), "normalized dev WER is logged at each evaluation"
     assert (tmp_path / "run" / "checkpoint-4" / "train_config.yaml").is_file()
     saved = load_file(str(final / "model.safetensors"))
     assert all(k.startswith("projector.") or "lora_" in k for k in saved)

@@ -23,10 +23,13 @@ from safetensors.torch import load_file
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .audio import load_audio
 from .config import ASRConfig
 from .data import SpeechCollator, SpeechDataset, load_rows
+from .evaluate import word_error_rate
 from .model import WEIGHTS_NAME, ASRModel
 from .presets import load_preset
+from .transcribe import transcribe_arrays
 
 STAGES = ("projector", "decoder", "encoder", "all")
 CONFIG_NAME = "train_config.yaml"
@@ -66,6 +69,7 @@ class TrainingConfig:
     bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 otherwise
     logging_steps: int = 10
     eval_steps: int | None = None  # None: once per epoch
+    eval_wer_samples: int = 16  # dev clips transcribed at each evaluation for normalized WER (0: none)
     save_steps: int = 500
     save_total_limit: int = 3
     seed: int = 42
@@ -186,6 +190,23 @@ class ASRTrainer(Trainer):
             return LengthGroupedSampler(size, lengths=dataset.lengths)
         return super()._get_train_sampler(train_dataset)
 
+    wer_rows: list[dict[str, Any]] = []  # dev rows transcribed at each evaluation
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Dev loss, plus normalized WER of greedy transcripts of the first dev clips."""
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.wer_rows:
+            model = self.accelerator.unwrap_model(self.model)
+            was_training = model.training
+            model.eval()
+            audio = [load_audio(row["audio"], target_rate=model.config.sample_rate) for row in self.wer_rows]
+            hyps = [t.text for t in transcribe_arrays(model, audio, batch_size=self.args.per_device_eval_batch_size)]
+            model.train(was_training)
+            score = word_error_rate([row["text"] for row in self.wer_rows], hyps)
+            metrics[f"{metric_key_prefix}_wer"] = score["wer"]
+            self.log({f"{metric_key_prefix}_wer": score["wer"]})
+        return metrics
+
     def _get_eval_sampler(self, eval_dataset):
         return torch.utils.data.SequentialSampler(eval_dataset)  # evaluation order does not matter; keep it cheap
 
@@ -301,6 +322,7 @@ def train(
         if not checkpoints:
             raise FileNotFoundError(f"--resume: no checkpoint-* folder in {output_dir}")
         checkpoint = str(checkpoints[-1])
+    trainer.wer_rows = dev_rows[: config.training.eval_wer_samples]
     trainer.train(resume_from_checkpoint=checkpoint)
     if collator.skipped:
         print(f"data: skipped {collator.skipped} unreadable clips during training")
