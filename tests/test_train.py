@@ -122,3 +122,14 @@ def test_set_stage_projector_only_freezes_lora(make_model):
     model = make_model()
     set_stage(model, "projector")
     assert model.parameter_report()["total"]["trainable"] == model.parameter_report()["projector"]["total"]
+
+
+def test_frozen_encoder_stages_train_from_the_feature_cache(backbones, manifest, tmp_path, capsys):
+    config = config_for(backbones, manifest, tmp_path, "training.stage=decoder", "training.max_steps=4")
+    train(config, output_dir=tmp_path / "first")
+    assert "features: 6 computed, 0 reused" in capsys.readouterr().out
+    config = config_for(backbones, manifest, tmp_path, "training.stage=decoder", "training.max_steps=4")
+    train(config, output_dir=tmp_path / "second")
+    assert "features: 0 computed, 6 reused" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="needs a frozen audio tower"):
+        train(config_for(backbones, manifest, tmp_path, "training.feature_cache=true"), output_dir=tmp_path / "x")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .audio import AudioError, load_audio
@@ -119,18 +120,23 @@ def load_rows(
 
 
 class SpeechDataset(torch.utils.data.Dataset):
-    """Rows of (audio path, transcript); items are {"audio": float32 16 kHz array, "text": str}, or None when
-    the file turns out unreadable (the collator drops those and counts them)."""
+    """Rows of (audio path, transcript). Items are {"audio": float32 16 kHz array, "text"}, or, with a feature
+    cache, {"frames": float16 T, C encoder frames, "num_samples", "text"}; None when a file is unreadable (the
+    collator drops those and counts them)."""
 
-    def __init__(self, rows: list[dict[str, Any]], sample_rate: int = 16000):
+    def __init__(self, rows: list[dict[str, Any]], sample_rate: int = 16000, feature_cache: Any = None):
         self.rows = rows
         self.sample_rate = sample_rate
+        self.feature_cache = feature_cache
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
         row = self.rows[i]
+        if self.feature_cache is not None:  # filled before training; a missing entry is an unreadable file
+            cached = self.feature_cache.get(row["audio"])
+            return None if cached is None else {"frames": cached[0], "num_samples": cached[1], "text": row["text"]}
         try:
             audio = load_audio(row["audio"], target_rate=self.sample_rate)
         except AudioError:
@@ -144,7 +150,8 @@ class SpeechDataset(torch.utils.data.Dataset):
 
 
 class SpeechCollator:
-    """Batch items into model inputs with the processor (right padding, labels on transcript tokens only)."""
+    """Batch items into model inputs with the processor (right padding, labels on transcript tokens only).
+    Items carrying cached encoder frames become audio_frames / audio_frame_lengths instead of audio features."""
 
     def __init__(self, processor: Any):
         self.processor = processor
@@ -157,4 +164,12 @@ class SpeechCollator:
             raise RuntimeError(
                 "every clip in this batch was unreadable; check the data with `tiny-audio data manifest`"
             )
-        return dict(self.processor([g["audio"] for g in good], text=[g["text"] for g in good], padding_side="right"))
+        texts = [g["text"] for g in good]
+        if all("frames" in g for g in good):
+            lengths = [g["frames"].shape[0] for g in good]
+            frames = torch.zeros(len(good), max(lengths), good[0]["frames"].shape[1])
+            for i, g in enumerate(good):
+                frames[i, : lengths[i]] = torch.from_numpy(g["frames"].astype(np.float32))
+            batch = self.processor.text_inputs([g["num_samples"] for g in good], texts, padding_side="right")
+            return {**batch, "audio_frames": frames, "audio_frame_lengths": torch.tensor(lengths)}
+        return dict(self.processor([g["audio"] for g in good], text=texts, padding_side="right"))

@@ -119,12 +119,25 @@ class ASRModel(PreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
-    def encode_audio(self, input_features: torch.Tensor, audio_attention_mask: torch.Tensor) -> torch.Tensor:
-        """Encode and project a padded batch of clips; returns the valid projected frames of all clips in
-        batch order, shape sum(N), D, and stores the per-clip counts for the placeholder check."""
-        feature_lengths = audio_attention_mask.sum(-1)
+    def encode_audio(
+        self,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        audio_frames: torch.Tensor | None = None,
+        audio_frame_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encode (or take precomputed encoder frames B, T, C with their lengths) and project a padded batch.
+
+        Returns the valid projected frames of all clips in batch order, shape sum(N), D, and keeps the per-clip
+        counts for the placeholder check."""
         param = next(self.projector.parameters())
-        frames, frame_lengths = encode_audio(self.audio_tower, input_features.to(param.dtype), feature_lengths)
+        if audio_frames is None:
+            if input_features is None or audio_attention_mask is None:
+                raise ValueError("give input_features with audio_attention_mask, or audio_frames with their lengths")
+            feature_lengths = audio_attention_mask.sum(-1)
+            frames, frame_lengths = encode_audio(self.audio_tower, input_features.to(param.dtype), feature_lengths)
+        else:
+            frames, frame_lengths = audio_frames.to(param.dtype), audio_frame_lengths
         # Zero frames past each clip's end so the last stack of K frames equals that of the clip alone.
         valid = torch.arange(frames.shape[1], device=frames.device)[None] < frame_lengths[:, None]  # B, T
         frames = frames * valid[..., None].to(frames.dtype)
@@ -134,14 +147,12 @@ class ASRModel(PreTrainedModel):
         self._last_audio_counts = counts
         return projected[keep]  # sum(N), D
 
-    def _embed(
-        self, input_ids: torch.Tensor, input_features: torch.Tensor, audio_attention_mask: torch.Tensor
-    ) -> torch.Tensor:
+    def _embed(self, input_ids: torch.Tensor, **audio: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with the audio placeholder positions filled by projected frames: B, L, D."""
-        audio_embeds = self.encode_audio(input_features, audio_attention_mask)
+        audio_embeds = self.encode_audio(**audio)
         audio_mask = input_ids == self.config.audio_token_id  # B, L
         per_clip = audio_mask.sum(-1)
-        if input_ids.shape[0] != input_features.shape[0] or not torch.equal(per_clip, self._last_audio_counts):
+        if per_clip.shape != self._last_audio_counts.shape or not torch.equal(per_clip, self._last_audio_counts):
             raise ValueError(
                 f"audio placeholder tokens per clip {per_clip.tolist()} do not match the projected audio frames "
                 f"{self._last_audio_counts.tolist()}; build inputs with ASRProcessor so the placeholder "
@@ -154,14 +165,23 @@ class ASRModel(PreTrainedModel):
     def forward(
         self,
         input_ids: torch.Tensor,
-        input_features: torch.Tensor,
-        audio_attention_mask: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        audio_frames: torch.Tensor | None = None,
+        audio_frame_lengths: torch.Tensor | None = None,
         **kwargs: Any,
     ):
-        """Logits (and the loss on transcript tokens when `labels` is given) for a processed batch."""
-        inputs_embeds = self._embed(input_ids, input_features, audio_attention_mask)
+        """Logits (and the loss on transcript tokens when `labels` is given) for a processed batch; cached
+        encoder frames (`audio_frames`, `audio_frame_lengths`) can stand in for the audio features."""
+        inputs_embeds = self._embed(
+            input_ids,
+            input_features=input_features,
+            audio_attention_mask=audio_attention_mask,
+            audio_frames=audio_frames,
+            audio_frame_lengths=audio_frame_lengths,
+        )
         return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
 
     @torch.no_grad()
@@ -174,7 +194,7 @@ class ASRModel(PreTrainedModel):
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache."""
-        inputs_embeds = self._embed(input_ids, input_features, audio_attention_mask)
+        inputs_embeds = self._embed(input_ids, input_features=input_features, audio_attention_mask=audio_attention_mask)
         options = {**self.config.generation_defaults, **generate_kwargs}
         if not options.get("do_sample"):
             options.pop("temperature", None)  # only meaningful when sampling; avoids a warning

@@ -155,11 +155,16 @@ class ASRProcessor:
         if texts is not None and len(texts) != len(arrays):
             raise ValueError(f"got {len(arrays)} audio clips but {len(texts)} transcripts")
 
+        batch = {**self.text_inputs([len(a) for a in arrays], texts, padding_side), **self.audio_features(arrays)}
+        return BatchFeature(batch)
+
+    def text_inputs(
+        self, num_samples: list[int], texts: list[str] | None = None, padding_side: str = "left"
+    ) -> dict[str, torch.Tensor]:
+        """Prompt ids (placeholder expanded for clips of `num_samples`), attention mask, and labels with texts."""
         rows, label_rows = [], []
-        for i, array in enumerate(arrays):
-            ids = self.tokenizer(self.prompt_text(self.num_audio_tokens(len(array))), add_special_tokens=False)[
-                "input_ids"
-            ]
+        for i, n in enumerate(num_samples):
+            ids = self.tokenizer(self.prompt_text(self.num_audio_tokens(n)), add_special_tokens=False)["input_ids"]
             labels = [IGNORE_INDEX] * len(ids)
             if texts is not None:
                 target = self.tokenizer(texts[i], add_special_tokens=False)["input_ids"]
@@ -179,11 +184,10 @@ class ASRProcessor:
             input_ids[i, span] = torch.tensor(ids)
             attention_mask[i, span] = 1
             labels[i, span] = torch.tensor(lab)
-
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, **self.audio_features(arrays)}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if texts is not None:
             batch["labels"] = labels
-        return BatchFeature(batch)
+        return batch
 
     def batch_decode(self, token_ids: torch.Tensor | list[list[int]], **kwargs: Any) -> list[str]:
         """Token ids -> stripped transcripts (special tokens dropped)."""

@@ -27,6 +27,7 @@ from .audio import load_audio
 from .config import ASRConfig
 from .data import SpeechCollator, SpeechDataset, load_rows
 from .evaluate import word_error_rate
+from .features import FeatureCache
 from .model import WEIGHTS_NAME, ASRModel
 from .presets import load_preset
 from .transcribe import transcribe_arrays
@@ -70,6 +71,7 @@ class TrainingConfig:
     logging_steps: int = 10
     eval_steps: int | None = None  # None: once per epoch
     eval_wer_samples: int = 16  # dev clips transcribed at each evaluation for normalized WER (0: none)
+    feature_cache: bool | None = None  # None: on when the audio tower does not train in this stage
     save_steps: int = 500
     save_total_limit: int = 3
     seed: int = 42
@@ -304,8 +306,20 @@ def train(
     model = build_model(config)
     report = model.parameter_report()["total"]
     print(f"model: {report['trainable']:,} trainable of {report['total']:,} parameters (stage {config.training.stage})")
-    train_set = SpeechDataset(rows, model.config.sample_rate)
-    dev_set = SpeechDataset(dev_rows, model.config.sample_rate) if dev_rows else None
+    cache = None
+    tower_trains = any(p.requires_grad for p in model.audio_tower.parameters())
+    use_cache = config.training.feature_cache if config.training.feature_cache is not None else not tower_trains
+    if use_cache:
+        if tower_trains:
+            raise ValueError("training.feature_cache needs a frozen audio tower; this stage trains encoder LoRA")
+        cache = FeatureCache(model)
+        paths = list(dict.fromkeys(r["audio"] for r in rows + dev_rows))
+        computed, unreadable = cache.fill(paths, config.training.per_device_eval_batch_size)
+        reused = len(paths) - computed - unreadable
+        note = f", {unreadable} unreadable" if unreadable else ""
+        print(f"features: {computed} computed, {reused} reused from {cache.folder}{note}")
+    train_set = SpeechDataset(rows, model.config.sample_rate, cache)
+    dev_set = SpeechDataset(dev_rows, model.config.sample_rate, cache) if dev_rows else None
     collator = SpeechCollator(model.processor)
     args = training_arguments(config, output_dir, has_dev=dev_set is not None)
     trainer = ASRTrainer(

@@ -1,0 +1,103 @@
+"""Frozen-encoder feature cache: encoder frames computed once per clip, stored as float16, reused across epochs
+and runs.
+
+Valid while the audio tower does not train and the waveform is not augmented. Entries live under
+<cache>/features/<encoder fingerprint>/, where the fingerprint covers the encoder's config, its feature
+extractor settings and every weight of the tower (LoRA included), so a different or further-trained encoder
+never reads stale frames. A clip's entry is keyed by its path, size and modification time. Each entry is
+written to a temporary file and renamed, so a killed run leaves no half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .audio import AudioError, load_audio
+from .backbones import cache_dir
+from .encoder import encode_audio
+from .processor import MIN_SAMPLES
+
+
+def encoder_fingerprint(model: Any) -> str:
+    """SHA-256 over the audio tower's config, feature settings and weights."""
+    digest = hashlib.sha256()
+    digest.update(model.config.audio_config.to_json_string(use_diff=False).encode())
+    digest.update(model.processor.feature_extractor.to_json_string().encode())
+    digest.update(f"min_samples={MIN_SAMPLES}".encode())
+    for name, tensor in sorted(model.audio_tower.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to(torch.float32).cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """Encoder frames of audio files for one encoder state."""
+
+    def __init__(self, model: Any, root: str | Path | None = None):
+        self.model = model
+        self.folder = Path(root or cache_dir() / "features") / encoder_fingerprint(model)[:20]
+
+    def path_for(self, audio_path: str | Path) -> Path:
+        stat = os.stat(audio_path)
+        key = hashlib.sha256(f"{Path(audio_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+        return self.folder / key[:2] / f"{key}.npz"
+
+    def get(self, audio_path: str | Path) -> tuple[np.ndarray, int] | None:
+        """(frames T, C float16, number of audio samples), or None when not cached."""
+        path = self.path_for(audio_path)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return data["frames"], int(data["num_samples"])
+
+    def fill(self, audio_paths: list[str], batch_size: int = 8, progress: bool = True) -> tuple[int, int]:
+        """Compute and store the frames of every path not cached yet; returns (computed, unreadable)."""
+        missing = [p for p in dict.fromkeys(audio_paths) if not self.path_for(p).is_file()]
+        if not missing:
+            return 0, 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        processor, tower = self.model.processor, self.model.audio_tower
+        device = next(tower.parameters()).device
+        was_training = tower.training
+        tower.eval()
+        unreadable = 0
+        with (
+            torch.no_grad(),
+            tqdm(total=len(missing), desc="encoder features", unit="clip", disable=not progress) as bar,
+        ):
+            for start in range(0, len(missing), batch_size):
+                paths, arrays = [], []
+                for path in missing[start : start + batch_size]:
+                    try:
+                        arrays.append(load_audio(path, target_rate=self.model.config.sample_rate))
+                        paths.append(path)
+                    except AudioError:
+                        unreadable += 1
+                bar.update(len(missing[start : start + batch_size]) - len(paths))
+                if not paths:
+                    continue
+                feats = processor.audio_features(arrays)
+                frames, lengths = encode_audio(
+                    tower,
+                    feats["input_features"].to(device, next(tower.parameters()).dtype),
+                    feats["audio_attention_mask"].sum(-1).to(device),
+                )
+                for path, array, f, n in zip(paths, arrays, frames, lengths, strict=True):
+                    self._write(path, f[: int(n)].to(torch.float16).cpu().numpy(), len(array))
+                bar.update(len(paths))
+        tower.train(was_training)
+        return len(missing) - unreadable, unreadable
+
+    def _write(self, audio_path: str, frames: np.ndarray, num_samples: int) -> None:
+        target = self.path_for(audio_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, frames=frames, num_samples=np.asarray(num_samples))
+        os.replace(tmp, target)
