@@ -133,3 +133,35 @@ def test_frozen_encoder_stages_train_from_the_feature_cache(backbones, manifest,
     assert "features: 0 computed, 6 reused" in capsys.readouterr().out
     with pytest.raises(ValueError, match="needs a frozen audio tower"):
         train(config_for(backbones, manifest, tmp_path, "training.feature_cache=true"), output_dir=tmp_path / "x")
+
+
+def test_a_run_killed_with_sigkill_resumes_from_its_last_complete_checkpoint(backbones, manifest, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tiny_audio import ASRModel
+    from tiny_audio.train import last_complete_checkpoint
+
+    config_for(backbones, manifest, tmp_path)  # writes run.yaml
+    args = ["training.max_steps=400", "training.save_steps=2", "training.eval_steps=1000", "data.dev=null"]
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "tiny_audio", "train", str(tmp_path / "run.yaml"), *args, "--output-dir", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 180
+    while time.time() < deadline and last_complete_checkpoint(out) is None:
+        time.sleep(0.1)
+    time.sleep(0.7)  # somewhere in the following steps or saves
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    last = last_complete_checkpoint(out)
+    assert last is not None
+    ASRModel.from_pretrained(last)  # the last complete checkpoint loads as a model
+    step = int(last.name.split("-")[1])
+    resume = cmd[:5] + [f"training.max_steps={step + 2}", *args[1:], "--output-dir", str(out), "--resume"]
+    done = subprocess.run(resume, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from {last}" in done.stdout
+    assert (out / "final" / "model.safetensors").is_file()

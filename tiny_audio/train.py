@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,8 @@ class ASRTrainer(Trainer):
 
 
 class SaveConfigCallback(TrainerCallback):
-    """Writes the resolved training config into every checkpoint folder."""
+    """Writes the resolved training config into every checkpoint folder, last and atomically: its presence marks
+    a checkpoint whose every file was written (a run killed mid-save leaves a folder without it)."""
 
     def __init__(self, config: TrainConfig):
         self.text = yaml.safe_dump(config.to_dict(), sort_keys=False)
@@ -223,7 +225,15 @@ class SaveConfigCallback(TrainerCallback):
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
-                (folder / CONFIG_NAME).write_text(self.text)
+                tmp = folder / f".{CONFIG_NAME}.tmp"
+                tmp.write_text(self.text)
+                os.replace(tmp, folder / CONFIG_NAME)
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint-N folder that was written completely (see SaveConfigCallback)."""
+    done = [p for p in output_dir.glob("checkpoint-*") if (p / CONFIG_NAME).is_file() and p.name[11:].isdigit()]
+    return max(done, key=lambda p: int(p.name[11:]), default=None)
 
 
 def check_output_dir(folder: Path, needed_gb: float = 1.0) -> None:
@@ -332,10 +342,11 @@ def train(
     )
     checkpoint = None
     if resume:
-        checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        if not checkpoints:
-            raise FileNotFoundError(f"--resume: no checkpoint-* folder in {output_dir}")
-        checkpoint = str(checkpoints[-1])
+        last = last_complete_checkpoint(output_dir)
+        if last is None:
+            raise FileNotFoundError(f"--resume: no complete checkpoint-* folder in {output_dir}")
+        print(f"resuming from {last}")
+        checkpoint = str(last)
     trainer.wer_rows = dev_rows[: config.training.eval_wer_samples]
     trainer.train(resume_from_checkpoint=checkpoint)
     if collator.skipped:
