@@ -165,3 +165,68 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_complete_checkpoint(bac
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming from {last}" in done.stdout
     assert (out / "final" / "model.safetensors").is_file()
+
+
+DRIVER = """
+import hashlib, os, sys
+from pathlib import Path
+import torch.distributed as dist
+from transformers import TrainerCallback
+from tiny_audio.train import load_train_config, train
+
+class HashWeights(TrainerCallback):
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        digest = hashlib.sha256()
+        for key, value in sorted(model.trained_state_dict().items()):
+            digest.update(key.encode()); digest.update(value.detach().float().numpy().tobytes())
+        Path(args.output_dir, f"rank{dist.get_rank()}.sha256").write_text(digest.hexdigest())
+
+def refuse(*args, **kwargs):
+    raise RuntimeError("rank 1 tried to write")
+
+if os.environ["RANK"] == "1":  # only rank 0 may write checkpoints, the final model or cached features
+    from tiny_audio.features import FeatureCache
+    from tiny_audio.model import ASRModel
+    ASRModel.save_pretrained = refuse
+    FeatureCache._write = refuse
+
+config = load_train_config(sys.argv[1], sys.argv[3:])
+train(config, output_dir=sys.argv[2], callbacks=[HashWeights()])
+"""
+
+
+def test_two_processes_keep_identical_weights_and_only_rank0_saves(backbones, manifest, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    config_for(backbones, manifest, tmp_path)  # writes run.yaml
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={port}",
+        "--master_addr=127.0.0.1",
+        str(driver),
+        str(tmp_path / "run.yaml"),
+        str(out),
+        "training.max_steps=4",
+        "training.save_steps=2",
+        "training.stage=decoder",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Really one data-parallel job: 6 clips, 2 per process x 2 processes -> 2 steps per epoch (alone: 3).
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["epoch"] == 2.0, state["epoch"]
+    hashes = {(out / f"rank{r}.sha256").read_text() for r in (0, 1)}
+    assert len(hashes) == 1, "both ranks hold the same trained weights"
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert (out / "final" / "model.safetensors").is_file()

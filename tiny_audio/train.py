@@ -254,7 +254,12 @@ def training_arguments(config: TrainConfig, output_dir: Path, has_dev: bool) -> 
     t = config.training
     bf16 = t.bf16 if t.bf16 is not None else (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     eval_strategy = "no" if not has_dev else ("steps" if t.eval_steps else "epoch")
+    # Launched by torchrun/accelerate on a machine without CUDA: accelerate needs cpu=True and gloo to see the
+    # processes as one data-parallel job (otherwise each would train alone on all the data).
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return TrainingArguments(
+        use_cpu=multi_cpu,
+        ddp_backend="gloo" if multi_cpu else None,
         output_dir=str(output_dir),
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
@@ -316,6 +321,8 @@ def train(
     model = build_model(config)
     report = model.parameter_report()["total"]
     print(f"model: {report['trainable']:,} trainable of {report['total']:,} parameters (stage {config.training.stage})")
+    args = training_arguments(config, output_dir, has_dev=bool(dev_rows))
+    args.device  # noqa: B018 - sets up the process group now, so main_process_first below can wait on it
     cache = None
     tower_trains = any(p.requires_grad for p in model.audio_tower.parameters())
     use_cache = config.training.feature_cache if config.training.feature_cache is not None else not tower_trains
@@ -324,14 +331,14 @@ def train(
             raise ValueError("training.feature_cache needs a frozen audio tower; this stage trains encoder LoRA")
         cache = FeatureCache(model)
         paths = list(dict.fromkeys(r["audio"] for r in rows + dev_rows))
-        computed, unreadable = cache.fill(paths, config.training.per_device_eval_batch_size)
+        with args.main_process_first(desc="encoder features"):  # other ranks then find everything cached
+            computed, unreadable = cache.fill(paths, config.training.per_device_eval_batch_size)
         reused = len(paths) - computed - unreadable
         note = f", {unreadable} unreadable" if unreadable else ""
         print(f"features: {computed} computed, {reused} reused from {cache.folder}{note}")
     train_set = SpeechDataset(rows, model.config.sample_rate, cache)
     dev_set = SpeechDataset(dev_rows, model.config.sample_rate, cache) if dev_rows else None
     collator = SpeechCollator(model.processor)
-    args = training_arguments(config, output_dir, has_dev=dev_set is not None)
     trainer = ASRTrainer(
         model=model,
         args=args,
