@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-ruff check tiny_audio tests
-ruff format --check tiny_audio tests
+ruff check tiny_audio tests benchmarks
+ruff format --check tiny_audio tests benchmarks
 python -m pytest "$@"

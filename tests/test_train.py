@@ -230,3 +230,23 @@ def test_two_processes_keep_identical_weights_and_only_rank0_saves(backbones, ma
     assert len(hashes) == 1, "both ranks hold the same trained weights"
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_mixing_weights_plot_and_tensorboard(backbones, manifest, tmp_path, capsys):
+    config = config_for(
+        backbones,
+        manifest,
+        tmp_path,
+        f"data.train=[{manifest},{manifest}]",
+        "data.train_weights=[2,0.5]",
+        "training.max_steps=2",
+        "training.report_to=[tensorboard]",
+    )
+    train(config, output_dir=tmp_path / "mix")
+    # 6 rows x 2 + 3 of the second copy = 15 rows; 15 / batch 2 -> 8 steps per epoch.
+    state = json.loads((tmp_path / "mix" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["max_steps"] == 2 and abs(state["epoch"] - 2 / 8) < 1e-6, state["epoch"]
+    assert (tmp_path / "mix" / "curves.png").stat().st_size > 1000
+    assert list((tmp_path / "mix").rglob("events.out.tfevents.*")), "TensorBoard event files are written"
+    with pytest.raises(ValueError, match="one non-negative weight per source"):
+        train(config_for(backbones, manifest, tmp_path, "data.train_weights=[1,1]"), output_dir=tmp_path / "bad")

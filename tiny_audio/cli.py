@@ -226,6 +226,33 @@ def train(
     typer.echo(str(final))
 
 
+# ---------------------------------------------------------------------------------------------------- data
+data_app = typer.Typer(help="Speech data: build and check manifests.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("manifest")
+def data_manifest(
+    source: Annotated[Path, typer.Argument(help="A folder of audio + .txt transcripts, or a manifest to check.")],
+    output: Annotated[Path | None, typer.Option(help="Where to write (default: SOURCE/manifest.jsonl).")] = None,
+) -> None:
+    """Build manifest.jsonl from a folder of audio files with same-named .txt transcripts, or check a manifest;
+    rows with a missing or corrupt file, zero duration or empty text are counted, never fatal."""
+    from .data import load_rows, scan_folder
+
+    if not source.exists():
+        raise UserError(f"{source}: not found")
+    if source.is_dir() and not (source / "manifest.jsonl").is_file():
+        rows, report = scan_folder(source)
+        target = output or source / "manifest.jsonl"
+        target.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        typer.echo(f"{report}; wrote {len(rows)} rows to {target}")
+        return
+    rows, report = load_rows(source)
+    hours = sum(r["duration"] for r in rows) / 3600
+    typer.echo(f"{report}; {hours:.2f} h of audio")
+
+
 # -------------------------------------------------------------------------------------------------- models
 models_app = typer.Typer(help="Named offline backbones: list them, or convert one into the cache.")
 app.add_typer(models_app, name="models")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from .audio import AudioError, load_audio
@@ -69,34 +70,70 @@ class LoadReport:
         return f"{self.source}: kept {self.kept}, dropped {dropped}"
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+
+
+def scan_folder(folder: str | Path) -> tuple[list[dict[str, Any]], LoadReport]:
+    """Manifest rows for a folder of audio files, each with its transcript in a same-named .txt file."""
+    folder = Path(folder)
+    report = LoadReport(str(folder))
+    rows = []
+    for audio in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()):
+        transcript = audio.with_suffix(".txt")
+        if not transcript.is_file():
+            report.drop("audio files without a .txt transcript")
+            continue
+        try:
+            info = sf.info(str(audio))
+            duration = info.frames / info.samplerate
+        except (sf.LibsndfileError, RuntimeError, ValueError):
+            report.drop("unreadable audio files")
+            continue
+        rows.append(
+            {
+                "id": str(audio.relative_to(folder).with_suffix("")),
+                "audio": str(audio.relative_to(folder)),
+                "text": transcript.read_text().strip(),
+                "duration": round(duration, 3),
+            }
+        )
+    return rows, report
+
+
 def load_rows(
     source: str | Path,
     min_duration_s: float = 0.0,
     max_duration_s: float | None = None,
     text_field: str = "text",
+    normalize: bool = False,
 ) -> tuple[list[dict[str, Any]], LoadReport]:
-    """Rows {audio, text, duration, source} from a manifest (or a folder holding manifest.jsonl), filtered.
+    """Rows {audio, text, duration, source} from a manifest, a folder holding manifest.jsonl, or a folder of
+    audio files with .txt transcripts; filtered, and the target text Whisper-normalized if asked.
 
     Rows with a missing audio file, empty text, zero or out-of-range duration are dropped and counted.
     """
     path = resolve_data_path(source)
-    if path.is_dir():
-        path = path / "manifest.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest.jsonl here (build one with `tiny-audio data manifest`)")
-    report = LoadReport(str(path))
+    if path.is_dir() and not (path / "manifest.jsonl").is_file():
+        raw, report = scan_folder(path)
+        base = path
+    else:
+        path = path / "manifest.jsonl" if path.is_dir() else path
+        report, raw, base = LoadReport(str(path)), [], path.parent
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    raw.append(json.loads(line))
+                except ValueError:
+                    report.drop("unparsable lines")
     rows = []
-    for line_no, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            report.drop("unparsable lines")
-            continue
+    for line_no, row in enumerate(raw, 1):
         text = str(row.get(text_field) or row.get("text") or "").strip()
+        if normalize:
+            from .evaluate import normalize_text
+
+            text = normalize_text(text)
         duration = float(row.get("duration") or 0.0)
-        audio = path.parent / str(row.get("audio", ""))
+        audio = base / str(row.get("audio", ""))
         if not row.get("audio") or not audio.is_file():
             report.drop("missing audio files")
         elif not text:

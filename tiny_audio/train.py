@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +43,14 @@ class DataConfig:
     """Where the speech comes from and which rows are used."""
 
     train: list[str] = field(default_factory=lambda: ["train/manifest.jsonl"])  # manifests or folders
+    train_weights: list[float] | None = None  # per source: each row appears this many times per epoch on average
     dev: str | None = "dev/manifest.jsonl"  # for dev loss; None to skip evaluation
     max_train_samples: int | None = None  # first N rows after filtering (smoke runs, overfitting checks)
     max_dev_samples: int | None = 64
     min_duration_s: float = 0.2
     max_duration_s: float = 30.0  # the Whisper encoder's window
     text_field: str = "text"  # manifest field holding the target transcript
+    normalize_text: bool = False  # train on Whisper-normalized targets (lower case, numbers as digits, ...)
 
 
 @dataclass
@@ -301,10 +304,16 @@ def train(
     set_seed(config.training.seed)
 
     d = config.data
+    weights = d.train_weights or [1.0] * len(d.train)
+    if len(weights) != len(d.train) or any(w < 0 for w in weights):
+        raise ValueError(f"data.train_weights needs one non-negative weight per source in data.train ({len(d.train)})")
     rows, reports = [], []
-    for source in d.train:
-        part, report = load_rows(source, d.min_duration_s, d.max_duration_s, d.text_field)
-        rows += part
+    rng = random.Random(config.training.seed)
+    for source, weight in zip(d.train, weights, strict=True):
+        part, report = load_rows(source, d.min_duration_s, d.max_duration_s, d.text_field, d.normalize_text)
+        # Mixing by repetition: whole copies, then a seeded sample for the fraction (deterministic for --resume).
+        whole, fraction = divmod(weight, 1.0)
+        rows += part * int(whole) + rng.sample(part, round(fraction * len(part)))
         reports.append(report)
     if d.max_train_samples:
         rows = rows[: d.max_train_samples]
@@ -312,7 +321,7 @@ def train(
         raise ValueError("no training rows left after filtering: " + "; ".join(map(str, reports)))
     dev_rows = []
     if d.dev:
-        dev_rows, report = load_rows(d.dev, d.min_duration_s, d.max_duration_s, d.text_field)
+        dev_rows, report = load_rows(d.dev, d.min_duration_s, d.max_duration_s, d.text_field, d.normalize_text)
         reports.append(report)
         dev_rows = dev_rows[: d.max_dev_samples] if d.max_dev_samples else dev_rows
     for report in reports:
@@ -362,7 +371,40 @@ def train(
     if trainer.is_world_process_zero():
         model.save_pretrained(final)
         (final / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if trainer.is_world_process_zero():
+        plot_curves(trainer.state.log_history, output_dir / "curves.png")
     if dev_set is not None:
         metrics = trainer.evaluate()
         print(f"dev: loss {metrics['eval_loss']:.4f} (perplexity {math.exp(min(metrics['eval_loss'], 50)):.1f})")
     return final
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Training and dev loss (and dev WER) against steps, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        points = [(h["step"], h[key]) for h in history if key in h]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key, label in (("loss", "training loss"), ("eval_loss", "dev loss")):
+        steps, values = series(key)
+        if steps:
+            ax.plot(steps, values, marker="o" if key == "eval_loss" else None, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    steps, wer = series("eval_wer")
+    if steps:
+        right = ax.twinx()
+        right.plot(steps, [100 * w for w in wer], color="tab:red", marker="s", label="dev WER")
+        right.set_ylabel("dev WER (%)")
+        right.legend(loc="upper center")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
