@@ -188,3 +188,17 @@ def test_built_from_nested_configs_alone_with_random_weights():
     report = model.parameter_report()
     assert report["projector"]["total"] == 2 * 160 * 64 + 64 * 32 + 160 + 32
     assert report["audio_tower"]["lora"] > 0 and report["language_model"]["lora"] > 0
+
+
+def test_a_frozen_audio_tower_stays_deterministic_in_training_mode(make_model, clips):
+    model = make_model("hubert", "qwen3", encoder_lora_rank=0)
+    model.config.audio_config.mask_time_prob = 0.5  # HuBERT's own SpecAugment, active in train mode
+    model.audio_tower.config.hidden_dropout = 0.5
+    batch = model.processor(clips, text=["a", "b", "c"], padding_side="right")
+    model.train()
+    assert not model.audio_tower.training and model.projector.training
+    with torch.no_grad():
+        first, second = model.encode_audio(**_audio(batch)), model.encode_audio(**_audio(batch))
+    torch.testing.assert_close(first, second, atol=0, rtol=0)
+    trained = make_model("hubert", "qwen3", encoder_lora_rank=2).train()
+    assert trained.audio_tower.training, "a tower with trainable LoRA trains normally"

@@ -103,6 +103,15 @@ class ASRModel(PreTrainedModel):
         """Nothing to do: the backbones arrive initialised (pretrained or by their own constructors) and the
         projector initialises itself. transformers' default would re-initialise and re-tie the loaded backbones."""
 
+    def train(self, mode: bool = True) -> ASRModel:
+        """Training mode for what trains; a frozen audio tower stays in eval mode, so its dropout and built-in
+        SpecAugment (HuBERT/Wav2Vec2 configs enable it) never change the frames it gives, which then match
+        inference and the feature cache."""
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.audio_tower.parameters()):
+            self.audio_tower.eval()
+        return self
+
     # ------------------------------------------------------------------------------------------- processor
     @property
     def processor(self) -> ASRProcessor:
