@@ -250,3 +250,24 @@ def test_mixing_weights_plot_and_tensorboard(backbones, manifest, tmp_path, caps
     assert list((tmp_path / "mix").rglob("events.out.tfevents.*")), "TensorBoard event files are written"
     with pytest.raises(ValueError, match="one non-negative weight per source"):
         train(config_for(backbones, manifest, tmp_path, "data.train_weights=[1,1]"), output_dir=tmp_path / "bad")
+
+
+def test_augmented_training_keeps_the_cache_for_masks_and_drops_it_for_waveform_changes(
+    backbones, manifest, tmp_path, capsys
+):
+    masks = ["training.stage=decoder", "training.max_steps=2", "augment.time_masks=2", "augment.silence_share=0.5"]
+    train(config_for(backbones, manifest, tmp_path, *masks), output_dir=tmp_path / "masked")
+    out = capsys.readouterr().out
+    assert "added 3 silence/noise clips with empty targets" in out and "features: " in out
+    wave = [
+        "training.stage=decoder",
+        "training.max_steps=2",
+        "augment.speed_range=[0.9,1.1]",
+        "augment.noise_snr_db=[5,20]",
+    ]
+    train(config_for(backbones, manifest, tmp_path, *wave), output_dir=tmp_path / "wave")
+    assert "features: " not in capsys.readouterr().out
+    with pytest.raises(ValueError, match="cannot be used with speed or noise"):
+        train(
+            config_for(backbones, manifest, tmp_path, *wave, "training.feature_cache=true"), output_dir=tmp_path / "x"
+        )

@@ -161,10 +161,19 @@ class SpeechDataset(torch.utils.data.Dataset):
     cache, {"frames": float16 T, C encoder frames, "num_samples", "text"}; None when a file is unreadable (the
     collator drops those and counts them)."""
 
-    def __init__(self, rows: list[dict[str, Any]], sample_rate: int = 16000, feature_cache: Any = None):
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        sample_rate: int = 16000,
+        feature_cache: Any = None,
+        augment: Any = None,
+        waveform_augmenter: Any = None,
+    ):
         self.rows = rows
         self.sample_rate = sample_rate
         self.feature_cache = feature_cache
+        self.augment = augment  # an AugmentConfig: items are marked for masking in the collator
+        self.waveform_augmenter = waveform_augmenter
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -173,12 +182,16 @@ class SpeechDataset(torch.utils.data.Dataset):
         row = self.rows[i]
         if self.feature_cache is not None:  # filled before training; a missing entry is an unreadable file
             cached = self.feature_cache.get(row["audio"])
-            return None if cached is None else {"frames": cached[0], "num_samples": cached[1], "text": row["text"]}
+            if cached is None:
+                return None
+            return {"frames": cached[0], "num_samples": cached[1], "text": row["text"], "augment": self.augment}
         try:
             audio = load_audio(row["audio"], target_rate=self.sample_rate)
         except AudioError:
             return None
-        return {"audio": audio, "text": row["text"]}
+        if self.waveform_augmenter is not None:
+            audio = self.waveform_augmenter(audio)
+        return {"audio": audio, "text": row["text"], "augment": self.augment}
 
     @property
     def lengths(self) -> list[float]:
@@ -190,9 +203,10 @@ class SpeechCollator:
     """Batch items into model inputs with the processor (right padding, labels on transcript tokens only).
     Items carrying cached encoder frames become audio_frames / audio_frame_lengths instead of audio features."""
 
-    def __init__(self, processor: Any):
+    def __init__(self, processor: Any, seed: int = 0):
         self.processor = processor
         self.skipped = 0
+        self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
         good = [item for item in items if item is not None]
@@ -208,5 +222,17 @@ class SpeechCollator:
             for i, g in enumerate(good):
                 frames[i, : lengths[i]] = torch.from_numpy(g["frames"].astype(np.float32))
             batch = self.processor.text_inputs([g["num_samples"] for g in good], texts, padding_side="right")
-            return {**batch, "audio_frames": frames, "audio_frame_lengths": torch.tensor(lengths)}
-        return dict(self.processor([g["audio"] for g in good], text=texts, padding_side="right"))
+            batch = {**batch, "audio_frames": frames, "audio_frame_lengths": torch.tensor(lengths)}
+            return self._mask(batch, good, "audio_frames", batch["audio_frame_lengths"], time_axis=1)
+        batch = dict(self.processor([g["audio"] for g in good], text=texts, padding_side="right"))
+        return self._mask(batch, good, "input_features", batch["audio_attention_mask"].sum(-1), time_axis=-1)
+
+    def _mask(self, batch: dict, items: list[dict], key: str, lengths: torch.Tensor, time_axis: int) -> dict:
+        """SpecAugment-style masks on the items that ask for them (training items with masking on)."""
+        config = items[0].get("augment")
+        if config is None or not (config.time_masks or config.freq_masks):
+            return batch
+        from .augment import spec_augment
+
+        batch[key] = spec_augment(batch[key], lengths, config, self.generator, time_axis)
+        return batch

@@ -26,15 +26,18 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .audio import load_audio
+from .augment import AugmentConfig, WaveformAugmenter, make_silence_clips
+from .backbones import cache_dir
 from .config import ASRConfig
 from .data import SpeechCollator, SpeechDataset, load_rows
 from .evaluate import word_error_rate
 from .features import FeatureCache
 from .model import WEIGHTS_NAME, ASRModel
-from .presets import load_preset
+from .presets import apply_overrides, load_preset
 from .transcribe import transcribe_arrays
 
 STAGES = ("projector", "decoder", "encoder", "all")
+SECTIONS = ("model", "data", "training", "augment")
 CONFIG_NAME = "train_config.yaml"
 
 
@@ -90,6 +93,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)  # ASRConfig fields
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,10 +127,13 @@ def _section(cls: type, values: dict[str, Any], name: str) -> Any:
 
 def load_train_config(preset_or_yaml: str, overrides: list[str] | None = None) -> TrainConfig:
     """Read a preset or YAML file, apply `section.key=value` overrides and check every key."""
-    data = load_preset(preset_or_yaml, overrides)
-    unknown = sorted(set(data) - {"model", "data", "training"})
+    data = load_preset(preset_or_yaml)
+    for section in SECTIONS:  # a YAML may leave sections out; overrides can still set them
+        data[section] = data.get(section) or {}
+    apply_overrides(data, overrides or [])
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise KeyError(f"unknown section(s) {', '.join(unknown)}: a training config has model, data and training")
+        raise KeyError(f"unknown section(s) {', '.join(unknown)}: a training config has model, data, training, augment")
     model = dict(data.get("model") or {})
     known_model = {f.name for f in dataclasses.fields(ASRConfig)}
     bad = sorted(set(model) - known_model)
@@ -136,6 +143,7 @@ def load_train_config(preset_or_yaml: str, overrides: list[str] | None = None) -
         model=_coerce(model, ASRConfig, "model"),
         data=_section(DataConfig, dict(data.get("data") or {}), "data"),
         training=_section(TrainingConfig, dict(data.get("training") or {}), "training"),
+        augment=_section(AugmentConfig, dict(data.get("augment") or {}), "augment"),
     )
     if config.training.stage not in STAGES:
         raise ValueError(f"training.stage must be one of {', '.join(STAGES)}, got {config.training.stage!r}")
@@ -317,6 +325,13 @@ def train(
         reports.append(report)
     if d.max_train_samples:
         rows = rows[: d.max_train_samples]
+    aug = config.augment
+    if aug.silence_share > 0:  # silence and noise clips with an empty target
+        silence = make_silence_clips(
+            cache_dir() / "silence", round(aug.silence_share * len(rows)), seed=config.training.seed
+        )
+        rows += silence
+        print(f"data: added {len(silence)} silence/noise clips with empty targets")
     if not rows:
         raise ValueError("no training rows left after filtering: " + "; ".join(map(str, reports)))
     dev_rows = []
@@ -334,10 +349,13 @@ def train(
     args.device  # noqa: B018 - sets up the process group now, so main_process_first below can wait on it
     cache = None
     tower_trains = any(p.requires_grad for p in model.audio_tower.parameters())
-    use_cache = config.training.feature_cache if config.training.feature_cache is not None else not tower_trains
+    frozen_inputs = not tower_trains and not aug.changes_waveform
+    use_cache = config.training.feature_cache if config.training.feature_cache is not None else frozen_inputs
     if use_cache:
         if tower_trains:
             raise ValueError("training.feature_cache needs a frozen audio tower; this stage trains encoder LoRA")
+        if aug.changes_waveform:
+            raise ValueError("training.feature_cache cannot be used with speed or noise augmentation")
         cache = FeatureCache(model)
         paths = list(dict.fromkeys(r["audio"] for r in rows + dev_rows))
         with args.main_process_first(desc="encoder features"):  # other ranks then find everything cached
@@ -345,9 +363,10 @@ def train(
         reused = len(paths) - computed - unreadable
         note = f", {unreadable} unreadable" if unreadable else ""
         print(f"features: {computed} computed, {reused} reused from {cache.folder}{note}")
-    train_set = SpeechDataset(rows, model.config.sample_rate, cache)
+    augmenter = WaveformAugmenter(aug, model.config.sample_rate, config.training.seed) if aug.changes_waveform else None
+    train_set = SpeechDataset(rows, model.config.sample_rate, cache, augment=aug, waveform_augmenter=augmenter)
     dev_set = SpeechDataset(dev_rows, model.config.sample_rate, cache) if dev_rows else None
-    collator = SpeechCollator(model.processor)
+    collator = SpeechCollator(model.processor, seed=config.training.seed)
     trainer = ASRTrainer(
         model=model,
         args=args,
