@@ -202,3 +202,16 @@ def test_a_frozen_audio_tower_stays_deterministic_in_training_mode(make_model, c
     torch.testing.assert_close(first, second, atol=0, rtol=0)
     trained = make_model("hubert", "qwen3", encoder_lora_rank=2).train()
     assert trained.audio_tower.training, "a tower with trainable LoRA trains normally"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(make_model, clips):
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model("whisper", "llama").train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            assert any(getattr(m, "gradient_checkpointing", False) for m in model.language_model.modules())
+        batch = model.processor(clips, text=["a b", "c", "d e f"], padding_side="right")
+        model(**batch).loss.backward()
+        grads.append(model.projector.down_proj.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
