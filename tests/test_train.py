@@ -271,3 +271,36 @@ def test_augmented_training_keeps_the_cache_for_masks_and_drops_it_for_waveform_
         train(
             config_for(backbones, manifest, tmp_path, *wave, "training.feature_cache=true"), output_dir=tmp_path / "x"
         )
+
+
+def _hf_dataset(tmp_path):
+    import io
+
+    import datasets
+
+    def clip(i):
+        buf = io.BytesIO()
+        sf.write(buf, tone(0.6 + 0.2 * i, 200 + 60 * i, seed=i), 16000, format="FLAC")
+        return {"bytes": buf.getvalue(), "path": f"{i}.flac"}
+
+    table = {"audio": [clip(i) for i in range(len(TEXTS))], "sentence": TEXTS}
+    ds = datasets.Dataset.from_dict(table).cast_column("audio", datasets.Audio(decode=False))
+    datasets.DatasetDict({"train": ds, "validation": ds.select(range(2))}).save_to_disk(tmp_path / "hfds")
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    ds.to_parquet(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet")
+    return tmp_path / "hfds", tmp_path / "hub"
+
+
+def test_hugging_face_datasets_saved_and_streamed(backbones, manifest, tmp_path, capsys):
+    saved, hub_like = _hf_dataset(tmp_path)
+    args = [f"data.train=[{saved}]", f"data.dev={saved}", "training.stage=decoder", "training.max_steps=2"]
+    train(config_for(backbones, manifest, tmp_path, *args), output_dir=tmp_path / "saved")
+    out = capsys.readouterr().out
+    assert f"{saved} [train]: kept 6" in out and f"{saved} [validation]: kept 2" in out
+    # 6 train + 2 validation rows (the validation split is its own dataset, with its own cache keys)
+    assert "features: 8 computed" in out, "Hugging Face rows go through the feature cache too"
+    streamed = [f"data.train=[hf:{hub_like}]", "data.streaming=true", "data.dev=null", "training.max_steps=3"]
+    final = train(config_for(backbones, manifest, tmp_path, *streamed), output_dir=tmp_path / "streamed")
+    assert (final / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="data.streaming needs exactly one hf:NAME source"):
+        train(config_for(backbones, manifest, tmp_path, "data.streaming=true"), output_dir=tmp_path / "bad")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -156,6 +157,122 @@ def load_rows(
     return rows, report
 
 
+# ------------------------------------------------------------------------------------ Hugging Face datasets
+TEXT_COLUMNS = ("text", "sentence", "transcription", "transcript", "normalized_text")
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: rows repeated by mixing share one
+class HFAudio:
+    """A row's audio in a Hugging Face dataset, read when needed (the dataset is not decoded up front)."""
+
+    dataset: Any
+    index: int
+    column: str
+
+    def read(self) -> dict[str, Any]:
+        return self.dataset[self.index][self.column]
+
+    @property
+    def cache_key(self) -> str:
+        return f"hf:{self.dataset._fingerprint}:{self.index}"
+
+
+def read_clip(source: Any, sample_rate: int = 16000) -> np.ndarray:
+    """The audio of a data row: a file path, or an HFAudio reference read on demand."""
+    return load_audio(source.read() if isinstance(source, HFAudio) else source, target_rate=sample_rate)
+
+
+def is_hf_source(source: str | Path) -> bool:
+    """`hf:NAME[:CONFIG[:SPLIT]]`, or a folder written by `datasets`' save_to_disk."""
+    path = Path(source)
+    return str(source).startswith("hf:") or (
+        path.is_dir() and any((path / f).is_file() for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    )
+
+
+def open_hf_dataset(source: str | Path, split: str = "train", streaming: bool = False, audio_column: str = "audio"):
+    """Open a hub dataset or a saved one, with the audio column left undecoded (soundfile decodes it later)."""
+    import datasets
+
+    if str(source).startswith("hf:"):
+        name, config, split_ = (str(source)[3:].split(":") + [None, None])[:3]
+        ds = datasets.load_dataset(name, config, split=split_ or split, streaming=streaming)
+    else:
+        ds = datasets.load_from_disk(str(source))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise KeyError(f"{source}: no split {split!r} (splits: {', '.join(ds)})")
+            ds = ds[split]
+    if audio_column not in ds.column_names:
+        raise KeyError(f"{source}: no audio column {audio_column!r} (columns: {', '.join(ds.column_names)})")
+    return ds.cast_column(audio_column, datasets.Audio(decode=False))
+
+
+def hf_text_column(ds: Any, text_column: str | None) -> str:
+    if text_column:
+        if text_column not in ds.column_names:
+            raise KeyError(f"no text column {text_column!r} (columns: {', '.join(ds.column_names)})")
+        return text_column
+    for name in TEXT_COLUMNS:
+        if name in ds.column_names:
+            return name
+    raise KeyError(f"no transcript column found among {', '.join(ds.column_names)}; set data.text_column")
+
+
+def load_hf_rows(
+    source: str | Path,
+    split: str = "train",
+    audio_column: str = "audio",
+    text_column: str | None = None,
+    min_duration_s: float = 0.0,
+    max_duration_s: float | None = None,
+    normalize: bool = False,
+) -> tuple[list[dict[str, Any]], LoadReport]:
+    """Rows of a (non-streaming) Hugging Face dataset, filtered like manifest rows; audio is read lazily."""
+    ds = open_hf_dataset(source, split, audio_column=audio_column)
+    text_column = hf_text_column(ds, text_column)
+    report, rows = LoadReport(f"{source} [{split}]"), []
+    for i, (audio, text) in enumerate(zip(ds[audio_column], ds[text_column], strict=True)):
+        text = str(text or "").strip()
+        if normalize:
+            from .evaluate import normalize_text
+
+            text = normalize_text(text)
+        try:
+            info = sf.info(io.BytesIO(audio["bytes"])) if audio.get("bytes") else sf.info(audio["path"])
+            duration = info.frames / info.samplerate
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+            report.drop("unreadable audio")
+            continue
+        if not text:
+            report.drop("empty transcripts")
+        elif duration <= 0 or duration < min_duration_s or (max_duration_s and duration > max_duration_s):
+            report.drop("outside the duration range")
+        else:
+            rows.append({"id": f"{i}", "audio": HFAudio(ds, i, audio_column), "text": text, "duration": duration})
+    report.kept = len(rows)
+    return rows, report
+
+
+class StreamingSpeechDataset(torch.utils.data.IterableDataset):
+    """A streamed Hugging Face dataset as training items (no length grouping, no feature cache)."""
+
+    def __init__(self, ds: Any, audio_column: str, text_column: str, sample_rate: int = 16000, augmenter: Any = None):
+        self.ds, self.audio_column, self.text_column = ds, audio_column, text_column
+        self.sample_rate, self.augmenter = sample_rate, augmenter
+
+    def __iter__(self):
+        for example in self.ds:
+            text = str(example[self.text_column] or "").strip()
+            try:
+                audio = load_audio(example[self.audio_column], target_rate=self.sample_rate)
+            except AudioError:
+                yield None
+                continue
+            if text:
+                yield {"audio": self.augmenter(audio) if self.augmenter else audio, "text": text}
+
+
 class SpeechDataset(torch.utils.data.Dataset):
     """Rows of (audio path, transcript). Items are {"audio": float32 16 kHz array, "text"}, or, with a feature
     cache, {"frames": float16 T, C encoder frames, "num_samples", "text"}; None when a file is unreadable (the
@@ -186,7 +303,7 @@ class SpeechDataset(torch.utils.data.Dataset):
                 return None
             return {"frames": cached[0], "num_samples": cached[1], "text": row["text"], "augment": self.augment}
         try:
-            audio = load_audio(row["audio"], target_rate=self.sample_rate)
+            audio = read_clip(row["audio"], self.sample_rate)
         except AudioError:
             return None
         if self.waveform_augmenter is not None:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .audio import AudioError, load_audio
+from .audio import AudioError
 from .backbones import cache_dir
+from .data import read_clip
 from .encoder import encode_audio
 from .processor import MIN_SAMPLES
 
@@ -44,9 +45,13 @@ class FeatureCache:
         self.model = model
         self.folder = Path(root or cache_dir() / "features") / encoder_fingerprint(model)[:20]
 
-    def path_for(self, audio_path: str | Path) -> Path:
-        stat = os.stat(audio_path)
-        key = hashlib.sha256(f"{Path(audio_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    def path_for(self, audio_path: Any) -> Path:
+        if hasattr(audio_path, "cache_key"):  # a row of a Hugging Face dataset
+            ident = audio_path.cache_key
+        else:
+            stat = os.stat(audio_path)
+            ident = f"{Path(audio_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        key = hashlib.sha256(ident.encode()).hexdigest()
         return self.folder / key[:2] / f"{key}.npz"
 
     def get(self, audio_path: str | Path) -> tuple[np.ndarray, int] | None:
@@ -76,7 +81,7 @@ class FeatureCache:
                 paths, arrays = [], []
                 for path in missing[start : start + batch_size]:
                     try:
-                        arrays.append(load_audio(path, target_rate=self.model.config.sample_rate))
+                        arrays.append(read_clip(path, self.model.config.sample_rate))
                         paths.append(path)
                     except AudioError:
                         unreadable += 1

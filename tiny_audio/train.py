@@ -25,11 +25,20 @@ from safetensors.torch import load_file
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .audio import load_audio
 from .augment import AugmentConfig, WaveformAugmenter, make_silence_clips
 from .backbones import cache_dir
 from .config import ASRConfig
-from .data import SpeechCollator, SpeechDataset, load_rows
+from .data import (
+    SpeechCollator,
+    SpeechDataset,
+    StreamingSpeechDataset,
+    hf_text_column,
+    is_hf_source,
+    load_hf_rows,
+    load_rows,
+    open_hf_dataset,
+    read_clip,
+)
 from .evaluate import word_error_rate
 from .features import FeatureCache
 from .model import WEIGHTS_NAME, ASRModel
@@ -54,6 +63,12 @@ class DataConfig:
     max_duration_s: float = 30.0  # the Whisper encoder's window
     text_field: str = "text"  # manifest field holding the target transcript
     normalize_text: bool = False  # train on Whisper-normalized targets (lower case, numbers as digits, ...)
+    # Hugging Face datasets: sources "hf:NAME[:CONFIG[:SPLIT]]" or save_to_disk folders
+    audio_column: str = "audio"
+    text_column: str | None = None  # None: the first of text, sentence, transcription, transcript, normalized_text
+    train_split: str = "train"  # split of a saved DatasetDict (or a hub dataset named without one)
+    dev_split: str = "validation"
+    streaming: bool = False  # stream a hub dataset instead of downloading it (one source; needs max_steps)
 
 
 @dataclass
@@ -153,6 +168,15 @@ def load_train_config(preset_or_yaml: str, overrides: list[str] | None = None) -
 
 
 # ---------------------------------------------------------------------------------------------------- model
+def _load_source(source: str, d: DataConfig, split: str) -> tuple[list[dict[str, Any]], Any]:
+    """Rows of a manifest, a folder, or a (non-streamed) Hugging Face dataset."""
+    if is_hf_source(source) or (not Path(source).exists() and str(source).startswith("hf:")):
+        return load_hf_rows(
+            source, split, d.audio_column, d.text_column, d.min_duration_s, d.max_duration_s, d.normalize_text
+        )
+    return load_rows(source, d.min_duration_s, d.max_duration_s, d.text_field, d.normalize_text)
+
+
 def set_stage(model: ASRModel, stage: str) -> None:
     """Mark what trains in this stage; everything else is frozen."""
     for name, param in model.named_parameters():
@@ -213,7 +237,7 @@ class ASRTrainer(Trainer):
             model = self.accelerator.unwrap_model(self.model)
             was_training = model.training
             model.eval()
-            audio = [load_audio(row["audio"], target_rate=model.config.sample_rate) for row in self.wer_rows]
+            audio = [read_clip(row["audio"], model.config.sample_rate) for row in self.wer_rows]
             hyps = [t.text for t in transcribe_arrays(model, audio, batch_size=self.args.per_device_eval_batch_size)]
             model.train(was_training)
             score = word_error_rate([row["text"] for row in self.wer_rows], hyps)
@@ -317,8 +341,14 @@ def train(
         raise ValueError(f"data.train_weights needs one non-negative weight per source in data.train ({len(d.train)})")
     rows, reports = [], []
     rng = random.Random(config.training.seed)
-    for source, weight in zip(d.train, weights, strict=True):
-        part, report = load_rows(source, d.min_duration_s, d.max_duration_s, d.text_field, d.normalize_text)
+    streamed = None
+    if d.streaming:
+        if len(d.train) != 1 or not str(d.train[0]).startswith("hf:") or config.training.max_steps <= 0:
+            raise ValueError("data.streaming needs exactly one hf:NAME source and training.max_steps > 0")
+        ds = open_hf_dataset(d.train[0], d.train_split, streaming=True, audio_column=d.audio_column)
+        streamed = (ds, hf_text_column(ds, d.text_column))
+    for source, weight in zip([] if streamed else d.train, weights, strict=False):
+        part, report = _load_source(source, d, d.train_split)
         # Mixing by repetition: whole copies, then a seeded sample for the fraction (deterministic for --resume).
         whole, fraction = divmod(weight, 1.0)
         rows += part * int(whole) + rng.sample(part, round(fraction * len(part)))
@@ -332,11 +362,11 @@ def train(
         )
         rows += silence
         print(f"data: added {len(silence)} silence/noise clips with empty targets")
-    if not rows:
+    if not rows and not streamed:
         raise ValueError("no training rows left after filtering: " + "; ".join(map(str, reports)))
     dev_rows = []
     if d.dev:
-        dev_rows, report = load_rows(d.dev, d.min_duration_s, d.max_duration_s, d.text_field, d.normalize_text)
+        dev_rows, report = _load_source(d.dev, d, d.dev_split)
         reports.append(report)
         dev_rows = dev_rows[: d.max_dev_samples] if d.max_dev_samples else dev_rows
     for report in reports:
@@ -364,7 +394,12 @@ def train(
         note = f", {unreadable} unreadable" if unreadable else ""
         print(f"features: {computed} computed, {reused} reused from {cache.folder}{note}")
     augmenter = WaveformAugmenter(aug, model.config.sample_rate, config.training.seed) if aug.changes_waveform else None
-    train_set = SpeechDataset(rows, model.config.sample_rate, cache, augment=aug, waveform_augmenter=augmenter)
+    if streamed:
+        train_set = StreamingSpeechDataset(
+            streamed[0], d.audio_column, streamed[1], model.config.sample_rate, augmenter
+        )
+    else:
+        train_set = SpeechDataset(rows, model.config.sample_rate, cache, augment=aug, waveform_augmenter=augmenter)
     dev_set = SpeechDataset(dev_rows, model.config.sample_rate, cache) if dev_rows else None
     collator = SpeechCollator(model.processor, seed=config.training.seed)
     trainer = ASRTrainer(
