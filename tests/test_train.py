@@ -304,3 +304,11 @@ def test_hugging_face_datasets_saved_and_streamed(backbones, manifest, tmp_path,
     assert (final / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="data.streaming needs exactly one hf:NAME source"):
         train(config_for(backbones, manifest, tmp_path, "data.streaming=true"), output_dir=tmp_path / "bad")
+
+
+def test_logging_backends_auto_never_needs_an_account(monkeypatch):
+    from tiny_audio.train import logging_backends
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert logging_backends(["auto"])[0] == "tensorboard" and "wandb" not in logging_backends(["auto"])
+    assert logging_backends(["none"]) == [] and logging_backends(["tensorboard", "wandb"]) == ["tensorboard", "wandb"]

@@ -98,7 +98,7 @@ class TrainingConfig:
     save_total_limit: int = 3
     seed: int = 42
     dataloader_num_workers: int = 0
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    report_to: list[str] = field(default_factory=lambda: ["auto"])  # auto: see logging_backends()
 
 
 @dataclass
@@ -285,6 +285,21 @@ def check_output_dir(folder: Path, needed_gb: float = 1.0) -> None:
         raise OSError(f"only {free:.2f} GiB free at {folder}; checkpoints need about {needed_gb:.1f} GiB")
 
 
+def logging_backends(requested: list[str]) -> list[str]:
+    """["auto"] -> TensorBoard, plus trackio when installed (local, no account) and W&B when installed with
+    WANDB_API_KEY set (so a run never stops to ask for a login); ["none"] -> no logging; else as given."""
+    if requested == ["auto"]:
+        import importlib.util
+
+        backends = ["tensorboard"]
+        if importlib.util.find_spec("trackio"):
+            backends.append("trackio")
+        if importlib.util.find_spec("wandb") and os.environ.get("WANDB_API_KEY"):
+            backends.append("wandb")
+        return backends
+    return [r for r in requested if r != "none"]
+
+
 def training_arguments(config: TrainConfig, output_dir: Path, has_dev: bool) -> TrainingArguments:
     t = config.training
     bf16 = t.bf16 if t.bf16 is not None else (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -319,7 +334,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, has_dev: bool) -> 
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,  # items are raw audio + text; the collator builds model inputs
-        report_to=[r for r in t.report_to if r != "none"],
+        report_to=logging_backends(t.report_to),
     )
 
 
