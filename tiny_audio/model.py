@@ -135,10 +135,18 @@ class ASRModel(PreTrainedModel):
         audio_frames: torch.Tensor | None = None,
         audio_frame_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Encode (or take precomputed encoder frames B, T, C with their lengths) and project a padded batch.
+        """Encode (or take precomputed encoder frames B, T, C with their lengths) and project a padded batch;
+        returns the valid projected frames of all clips in batch order, shape sum(N), D."""
+        return self._project_audio(input_features, audio_attention_mask, audio_frames, audio_frame_lengths)[0]
 
-        Returns the valid projected frames of all clips in batch order, shape sum(N), D, and keeps the per-clip
-        counts for the placeholder check."""
+    def _project_audio(
+        self,
+        input_features: torch.Tensor | None,
+        audio_attention_mask: torch.Tensor | None,
+        audio_frames: torch.Tensor | None,
+        audio_frame_lengths: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected frames sum(N), D and the count N per clip."""
         param = next(self.projector.parameters())
         if audio_frames is None:
             if input_features is None or audio_attention_mask is None:
@@ -153,18 +161,26 @@ class ASRModel(PreTrainedModel):
         projected = self.projector(frames)  # B, ceil(T/K), D
         counts = self.projector.output_length(frame_lengths)  # B
         keep = torch.arange(projected.shape[1], device=frames.device)[None] < counts[:, None]
-        self._last_audio_counts = counts
-        return projected[keep]  # sum(N), D
+        return projected[keep], counts  # sum(N), D and B
 
-    def _embed(self, input_ids: torch.Tensor, **audio: torch.Tensor | None) -> torch.Tensor:
+    def _embed(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        audio_frames: torch.Tensor | None = None,
+        audio_frame_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Token embeddings with the audio placeholder positions filled by projected frames: B, L, D."""
-        audio_embeds = self.encode_audio(**audio)
+        audio_embeds, counts = self._project_audio(
+            input_features, audio_attention_mask, audio_frames, audio_frame_lengths
+        )
         audio_mask = input_ids == self.config.audio_token_id  # B, L
         per_clip = audio_mask.sum(-1)
-        if per_clip.shape != self._last_audio_counts.shape or not torch.equal(per_clip, self._last_audio_counts):
+        if per_clip.shape != counts.shape or not torch.equal(per_clip, counts):
             raise ValueError(
                 f"audio placeholder tokens per clip {per_clip.tolist()} do not match the projected audio frames "
-                f"{self._last_audio_counts.tolist()}; build inputs with ASRProcessor so the placeholder "
+                f"{counts.tolist()}; build inputs with ASRProcessor so the placeholder "
                 f"{self.config.audio_token!r} is expanded to the clip's length"
             )
         # The placeholder id may lie past the embedding table; look up a harmless id and overwrite it.

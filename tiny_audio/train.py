@@ -92,6 +92,7 @@ class TrainingConfig:
     bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 otherwise
     logging_steps: int = 10
     eval_steps: int | None = None  # None: once per epoch
+    eval_on_start: bool = True  # a step-0 evaluation, so the curves start from the untrained model
     eval_wer_samples: int = 16  # dev clips transcribed at each evaluation for normalized WER (0: none)
     feature_cache: bool | None = None  # None: on when the audio tower does not train in this stage
     save_steps: int = 500
@@ -326,6 +327,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, has_dev: bool) -> 
         logging_steps=t.logging_steps,
         eval_strategy=eval_strategy,
         eval_steps=t.eval_steps,
+        eval_on_start=has_dev and t.eval_on_start,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
