@@ -473,7 +473,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         right = ax.twinx()
         right.plot(steps, [100 * w for w in wer], color="tab:red", marker="s", label="dev WER")
         right.set_ylabel("dev WER (%)")
-        right.legend(loc="upper center")
+        right.legend(loc="upper left")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
