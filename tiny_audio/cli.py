@@ -227,7 +227,7 @@ def train(
 
 
 # ---------------------------------------------------------------------------------------------------- data
-data_app = typer.Typer(help="Speech data: build and check manifests.")
+data_app = typer.Typer(help="Speech data: build and check manifests, make synthetic speech.")
 app.add_typer(data_app, name="data")
 
 
