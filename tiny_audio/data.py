@@ -254,6 +254,22 @@ def load_hf_rows(
     return rows, report
 
 
+def load_source(
+    source: str | Path,
+    split: str = "train",
+    min_duration_s: float = 0.0,
+    max_duration_s: float | None = None,
+    text_field: str = "text",
+    normalize: bool = False,
+    audio_column: str = "audio",
+    text_column: str | None = None,
+) -> tuple[list[dict[str, Any]], LoadReport]:
+    """Rows of a manifest, a folder, or a (non-streamed) Hugging Face dataset (`hf:NAME[:CONFIG[:SPLIT]]`)."""
+    if str(source).startswith("hf:") or is_hf_source(source):
+        return load_hf_rows(source, split, audio_column, text_column, min_duration_s, max_duration_s, normalize)
+    return load_rows(source, min_duration_s, max_duration_s, text_field, normalize)
+
+
 class StreamingSpeechDataset(torch.utils.data.IterableDataset):
     """A streamed Hugging Face dataset as training items (no length grouping, no feature cache)."""
 

@@ -1,4 +1,5 @@
-"""Scoring: word error rate after Whisper's English text normalizer, applied to reference and hypothesis alike.
+"""Evaluation: word error rate after Whisper's English text normalizer (reference and hypothesis alike), and
+resumable evaluation runs that write per-utterance JSONL and results.json.
 
 The normalizer is whisper-normalizer's port of openai/whisper's EnglishTextNormalizer (pinned in pyproject):
 lower case, fillers and bracketed tags dropped, spellings and numbers standardised.
@@ -6,9 +7,17 @@ lower case, fillers and bracketed tags dropped, spellings and numbers standardis
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import jiwer
+import numpy as np
+
+from .audio import AudioError
 
 
 @lru_cache(maxsize=1)
@@ -43,4 +52,145 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> dict[str, f
         "deletions": dels,
         "insertions": ins,
         "words": words,
+    }
+
+
+def character_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus CER over normalized texts (spaces count as characters)."""
+    refs = [normalize_text(r) for r in references]
+    hyps = [normalize_text(h) for h in hypotheses]
+    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r]
+    if not pairs:
+        return 0.0
+    return jiwer.cer([r for r, _ in pairs], [h for _, h in pairs])
+
+
+# ------------------------------------------------------------------------------------------------ eval runs
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Scores of per-utterance records: WER, CER, error counts, per source, RTFx and latency percentiles."""
+    scored = [r for r in records if "error" not in r]
+    refs, hyps = [r["reference"] for r in scored], [r["hypothesis"] for r in scored]
+    summary: dict[str, Any] = {"utterances": len(scored), "failed": len(records) - len(scored)}
+    summary.update(word_error_rate(refs, hyps) if scored else {"wer": 0.0})
+    summary["cer"] = character_error_rate(refs, hyps) if scored else 0.0
+    by_source: dict[str, Any] = {}
+    for source in sorted({r.get("source", "") for r in scored}):
+        part = [r for r in scored if r.get("source", "") == source]
+        score = word_error_rate([r["reference"] for r in part], [r["hypothesis"] for r in part])
+        by_source[source or "(none)"] = {"utterances": len(part), "wer": score["wer"], "words": score["words"]}
+    summary["by_source"] = by_source
+    audio_s = sum(r["duration"] for r in scored)
+    # Each batch's wall time is counted once (its records share it), so batched runs are not overcounted.
+    batches = {r["batch"]: r["latency_s"] for r in scored}
+    wall = sum(batches.values())
+    summary["audio_seconds"] = round(audio_s, 2)
+    summary["wall_seconds"] = round(wall, 2)
+    summary["rtfx"] = round(audio_s / wall, 2) if wall else 0.0
+    latencies = [r["latency_s"] for r in scored]
+    summary["latency_s"] = {q: round(_percentile(latencies, int(q[1:])), 3) for q in ("p50", "p90", "p99")}
+    return summary
+
+
+def run_evaluation(
+    recognizer: Any,
+    rows: list[dict[str, Any]],
+    output_dir: Path,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Transcribe and score `rows`, appending one JSON line per utterance to utterances.jsonl as it goes, so a
+    killed evaluation resumes where it stopped; writes results.json and returns it."""
+    from tqdm.auto import tqdm
+
+    from .data import read_clip
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log = output_dir / "utterances.jsonl"
+    records = []
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break  # a line cut by a kill: everything after it is redone
+        log.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    done = {r["id"] for r in records}
+    todo = [r for r in rows if str(r["id"]) not in done]
+    next_batch = max((r["batch"] for r in records), default=-1) + 1
+    with (
+        open(log, "a") as out,
+        tqdm(total=len(rows), initial=len(rows) - len(todo), unit="utt", disable=not progress) as bar,
+    ):
+        for b, start in enumerate(range(0, len(todo), batch_size), start=next_batch):
+            chunk, arrays, failed = todo[start : start + batch_size], [], []
+            for row in chunk:
+                try:
+                    arrays.append(read_clip(row["audio"]))
+                except AudioError as err:
+                    failed.append({"id": str(row["id"]), "source": row.get("source", ""), "error": str(err)})
+            good = [row for row in chunk if str(row["id"]) not in {f["id"] for f in failed}]
+            began = time.perf_counter()
+            hyps = recognizer.transcribe(arrays) if arrays else []
+            latency = time.perf_counter() - began
+            for row, hyp in zip(good, hyps, strict=True):
+                record = {
+                    "id": str(row["id"]),
+                    "source": row.get("source", ""),
+                    "duration": row["duration"],
+                    "reference": row["text"],
+                    "hypothesis": hyp,
+                    "batch": b,
+                    "latency_s": latency,
+                }
+                records.append(record)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            for record in failed:
+                records.append(record)
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+            bar.update(len(chunk))
+    results = {"model": recognizer.name, "data_rows": len(rows), "batch_size": batch_size}
+    # latency_s: wall time of the batch an utterance was transcribed in (batch_size 1: per utterance).
+    results.update({**summarize(records), **recognizer.describe(), **environment()})
+    tmp = output_dir / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, output_dir / "results.json")
+    return results
+
+
+def environment() -> dict[str, Any]:
+    """Device, versions and date of an evaluation run."""
+    import platform
+    import subprocess
+    from datetime import datetime, timezone
+    from importlib import metadata
+
+    import torch
+
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
+    try:
+        code = subprocess.run(
+            ["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        code = ""
+    versions = {}
+    for package in ("tiny-audio", "torch", "transformers", "faster-whisper", "pocketsphinx", "whisper-normalizer"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "device": device,
+        "versions": versions,
+        "code_version": code or versions.get("tiny-audio", ""),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -33,9 +33,7 @@ from .data import (
     SpeechDataset,
     StreamingSpeechDataset,
     hf_text_column,
-    is_hf_source,
-    load_hf_rows,
-    load_rows,
+    load_source,
     open_hf_dataset,
     read_clip,
 )
@@ -170,12 +168,9 @@ def load_train_config(preset_or_yaml: str, overrides: list[str] | None = None) -
 
 # ---------------------------------------------------------------------------------------------------- model
 def _load_source(source: str, d: DataConfig, split: str) -> tuple[list[dict[str, Any]], Any]:
-    """Rows of a manifest, a folder, or a (non-streamed) Hugging Face dataset."""
-    if is_hf_source(source) or (not Path(source).exists() and str(source).startswith("hf:")):
-        return load_hf_rows(
-            source, split, d.audio_column, d.text_column, d.min_duration_s, d.max_duration_s, d.normalize_text
-        )
-    return load_rows(source, d.min_duration_s, d.max_duration_s, d.text_field, d.normalize_text)
+    return load_source(
+        source, split, d.min_duration_s, d.max_duration_s, d.text_field, d.normalize_text, d.audio_column, d.text_column
+    )
 
 
 def set_stage(model: ASRModel, stage: str) -> None:

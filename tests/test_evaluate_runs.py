@@ -1,0 +1,85 @@
+"""Evaluation runs: resumable per-utterance logs, scores an independent scorer agrees with, peers side by side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jiwer
+import soundfile as sf
+from whisper_normalizer.english import EnglishTextNormalizer
+
+from tiny_audio.evaluate import run_evaluation, summarize
+from tiny_audio.testing import tone
+
+
+class Echo:
+    """A fake recognizer that returns fixed texts and counts its calls."""
+
+    name = "echo"
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, 0
+
+    def transcribe(self, arrays):
+        self.calls += len(arrays)
+        return [self.answers[self.calls - len(arrays) + i] for i in range(len(arrays))]
+
+    def describe(self):
+        return {"system": "echo"}
+
+
+def rows_for(tmp_path):
+    rows = []
+    for i, text in enumerate(["the cat sat", "on the mat", "hello world", "one two three", "yes"]):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, tone(0.5 + 0.1 * i, seed=i), 16000)
+        rows.append({"id": i, "audio": str(path), "text": text, "duration": 0.5 + 0.1 * i, "source": "ab"[i % 2]})
+    return rows
+
+
+def test_scores_breakdown_and_resume_after_a_kill(tmp_path):
+    rows = rows_for(tmp_path)
+    answers = ["the cat sat", "on a mat", "hello world", "one two", "yes yes"]
+    first = run_evaluation(Echo(answers), rows, tmp_path / "run", batch_size=2, progress=False)
+    # Normalized, "one two three" is "123" and "one two" is "12": one substitution, not a deletion.
+    assert (first["substitutions"], first["deletions"], first["insertions"], first["words"]) == (2, 0, 1, 10)
+    assert set(first["by_source"]) == {"a", "b"} and first["rtfx"] > 0 and first["batch_size"] == 2
+    # Kill mid-write: the log ends with half a line and no results.json; the rerun redoes only what is missing.
+    log = tmp_path / "run" / "utterances.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:3]) + "\n" + lines[3][:10])
+    (tmp_path / "run" / "results.json").unlink()
+    again = Echo(answers[3:])
+    resumed = run_evaluation(again, rows, tmp_path / "run", batch_size=2, progress=False)
+    assert again.calls == 2
+    assert {k: resumed[k] for k in ("wer", "substitutions", "deletions", "insertions")} == {
+        k: first[k] for k in ("wer", "substitutions", "deletions", "insertions")
+    }
+
+
+def test_unreadable_clips_are_recorded_not_fatal(tmp_path):
+    rows = rows_for(tmp_path)[:2]
+    (tmp_path / "0.wav").write_text("broken")
+    result = run_evaluation(Echo(["on the mat"]), rows, tmp_path / "run", progress=False)
+    assert result["failed"] == 1 and result["utterances"] == 1 and result["wer"] == 0
+
+
+def test_eval_cli_peers_side_by_side_and_independent_scoring(shared_data, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tiny_audio", "eval", "--model", "faster-whisper:base", "--model", "pocketsphinx",
+         "--data", str(shared_data / "dev" / "manifest.jsonl"), "-n", "4", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "faster-whisper:base:int8" in result.stdout and "pocketsphinx" in result.stdout
+    folder = next(tmp_path.glob("*/faster-whisper-base"))
+    records = [json.loads(x) for x in (folder / "utterances.jsonl").read_text().splitlines()]
+    ours = json.loads((folder / "results.json").read_text())
+    normalizer = EnglishTextNormalizer()
+    independent = jiwer.wer(
+        [normalizer(r["reference"]) for r in records], [normalizer(r["hypothesis"]) for r in records]
+    )
+    assert abs(ours["wer"] - independent) < 1e-9
+    assert summarize(records)["wer"] == ours["wer"]

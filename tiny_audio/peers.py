@@ -1,0 +1,103 @@
+"""Recognizers behind `tiny-audio eval --model`: a Tiny Audio model, or a peer scored the same way.
+
+    load_recognizer("runs/mine/final")          # a Tiny Audio model folder or hub id
+    load_recognizer("faster-whisper:base")      # offline Whisper base run by faster-whisper (int8, greedy)
+    load_recognizer("faster-whisper:base:float32")
+    load_recognizer("pocketsphinx")             # CMU PocketSphinx with its bundled English model
+
+Each has `name`, `transcribe(arrays) -> texts` (16 kHz mono float32) and `describe() -> dict`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+FASTER_WHISPER_SIZES = {"base": "whisper-base", "tiny.en": "whisper-tiny.en"}
+
+
+class TinyAudioRecognizer:
+    """A Tiny Audio model, greedy by default, batched."""
+
+    def __init__(self, name_or_path: str, **generate_kwargs: Any):
+        import torch
+
+        from .model import ASRModel
+
+        self.name = name_or_path
+        self.model = ASRModel.from_pretrained(name_or_path)
+        if torch.cuda.is_available():
+            self.model = self.model.to("cuda", torch.bfloat16)
+        self.generate_kwargs = generate_kwargs
+
+    def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
+        from .transcribe import transcribe_arrays
+
+        return [t.text for t in transcribe_arrays(self.model, arrays, batch_size=len(arrays), **self.generate_kwargs)]
+
+    def describe(self) -> dict[str, Any]:
+        report = self.model.parameter_report()["total"]
+        return {"parameters": report["total"], "trainable_parameters": report["trainable"], "system": "tiny-audio"}
+
+
+class FasterWhisperRecognizer:
+    """Whisper through faster-whisper (CTranslate2) on the offline CTranslate2 files: English, greedy."""
+
+    def __init__(self, size: str = "base", compute_type: str = "int8"):
+        from faster_whisper import WhisperModel
+
+        from .backbones import ct2_folder
+
+        if size not in FASTER_WHISPER_SIZES:
+            raise ValueError(f"faster-whisper:{size}: offline sizes are {', '.join(FASTER_WHISPER_SIZES)}")
+        self.name = f"faster-whisper:{size}:{compute_type}"
+        self.english_only = size.endswith(".en")
+        self.model = WhisperModel(str(ct2_folder(FASTER_WHISPER_SIZES[size])), device="cpu", compute_type=compute_type)
+
+    def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
+        texts = []
+        for audio in arrays:
+            segments, _ = self.model.transcribe(
+                audio, beam_size=1, language="en", without_timestamps=True, condition_on_previous_text=False,
+                temperature=0.0, vad_filter=False,
+            )  # fmt: skip
+            texts.append("".join(s.text for s in segments).strip())
+        return texts
+
+    def describe(self) -> dict[str, Any]:
+        return {"parameters": 74_000_000 if "base" in self.name else 39_000_000, "system": "faster-whisper"}
+
+
+class PocketSphinxRecognizer:
+    """CMU PocketSphinx with the English acoustic and language model that ships with the package."""
+
+    name = "pocketsphinx"
+
+    def __init__(self):
+        from pocketsphinx import Decoder
+
+        self.decoder = Decoder(samprate=16000)
+
+    def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
+        texts = []
+        for audio in arrays:
+            self.decoder.start_utt()
+            self.decoder.process_raw((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
+            self.decoder.end_utt()
+            hyp = self.decoder.hyp()
+            texts.append(hyp.hypstr if hyp else "")
+        return texts
+
+    def describe(self) -> dict[str, Any]:
+        return {"system": "pocketsphinx"}
+
+
+def load_recognizer(spec: str) -> Any:
+    """A recognizer from `--model`: faster-whisper:SIZE[:COMPUTE], pocketsphinx, or a Tiny Audio model."""
+    if spec.startswith("faster-whisper:"):
+        parts = spec.split(":")
+        return FasterWhisperRecognizer(parts[1], parts[2] if len(parts) > 2 else "int8")
+    if spec == "pocketsphinx":
+        return PocketSphinxRecognizer()
+    return TinyAudioRecognizer(spec)
