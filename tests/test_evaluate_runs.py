@@ -83,3 +83,21 @@ def test_eval_cli_peers_side_by_side_and_independent_scoring(shared_data, tmp_pa
     )
     assert abs(ours["wer"] - independent) < 1e-9
     assert summarize(records)["wer"] == ours["wer"]
+
+
+def test_analysis_high_wer_and_compare(tmp_path):
+    from tiny_audio.analysis import compare, high_wer
+
+    rows = rows_for(tmp_path)
+    run_evaluation(
+        Echo(["the cat sat", "on a mat", "hello world", "one two", "yes"]), rows, tmp_path / "a", progress=False
+    )
+    run_evaluation(
+        Echo(["the hat sat", "on the mat", "hello world", "one two three", "yes"]), rows, tmp_path / "b", progress=False
+    )
+    worst = high_wer(tmp_path / "a", threshold=30)
+    assert [r["id"] for r in worst] == ["3", "1"] and worst[0]["wer"] == 100.0
+    result = compare(tmp_path / "a", tmp_path / "b")
+    assert (result["common"], len(result["won"]), len(result["lost"]), result["tied"]) == (5, 2, 1, 2)
+    assert result["errors_a"]["substitutions"]["the -> a"] == 1
+    assert result["errors_b"]["substitutions"]["cat -> hat"] == 1

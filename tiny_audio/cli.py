@@ -243,7 +243,7 @@ def eval_(
         except (OSError, ValueError, RuntimeError) as err:
             raise UserError(f"cannot load model {spec!r}: {err}") from None
         folder = output_dir / _slug(data) / _slug(spec)
-        results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size))
+        results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))
         typer.echo(f"{spec}: WER {100 * results[-1]['wer']:.2f}%  ->  {folder / 'results.json'}")
     typer.echo("")
     typer.echo(f"{'model':<36}{'WER %':>8}{'CER %':>8}{'sub':>6}{'del':>6}{'ins':>6}{'RTFx':>8}{'p50 s':>8}")
@@ -258,6 +258,48 @@ def eval_(
         for source in sources:
             cells = "".join(f"{100 * r['by_source'].get(source, {}).get('wer', float('nan')):>16.2f}" for r in results)
             typer.echo(f"{source[:36]:<36}{cells}")
+
+
+analysis_app = typer.Typer(help="Error analysis of evaluation runs.")
+app.add_typer(analysis_app, name="analysis")
+
+
+@analysis_app.command("high-wer")
+def analysis_high_wer(
+    run: Annotated[Path, typer.Argument(help="An eval run folder, its results.json or utterances.jsonl.")],
+    threshold: Annotated[float, typer.Option(help="Show utterances above this WER (%).")] = 30.0,
+) -> None:
+    """Utterances with a WER above the threshold, worst first, with reference and hypothesis."""
+    from .analysis import high_wer
+
+    rows = high_wer(run, threshold)
+    typer.echo(f"{len(rows)} utterances above {threshold:g}% WER")
+    for r in rows:
+        typer.echo(f"\n{r['id']}  WER {r['wer']:.1f}%  [{r.get('source', '')}]")
+        typer.echo(f"  ref: {r['reference']}\n  hyp: {r['hypothesis']}")
+
+
+@analysis_app.command("compare")
+def analysis_compare(
+    a: Annotated[Path, typer.Argument(help="Run A (the baseline).")],
+    b: Annotated[Path, typer.Argument(help="Run B.")],
+    top: Annotated[int, typer.Option(help="How many of each list to show.")] = 10,
+) -> None:
+    """Utterances B wins and loses against A, and the most frequent substitutions, insertions and deletions."""
+    from .analysis import compare
+
+    result = compare(a, b)
+    typer.echo(f"{result['common']} common utterances: B wins {len(result['won'])}, loses {len(result['lost'])}, "
+               f"ties {result['tied']}")  # fmt: skip
+    for title, rows in (("B wins", result["won"]), ("B loses", result["lost"])):
+        typer.echo(f"\n{title}:")
+        for r in rows[:top]:
+            typer.echo(f"  {r['id']}: {100 * r['wer_a']:.0f}% -> {100 * r['wer_b']:.0f}%  hyp B: {r['hypothesis']}")
+    for side in ("a", "b"):
+        typer.echo(f"\nmost frequent errors of {side.upper()}:")
+        for kind, counter in result[f"errors_{side}"].items():
+            common = ", ".join(f"{w} ({n})" for w, n in counter.most_common(top)) or "none"
+            typer.echo(f"  {kind}: {common}")
 
 
 # --------------------------------------------------------------------------------------------------- train

@@ -101,6 +101,7 @@ def run_evaluation(
     output_dir: Path,
     batch_size: int = 8,
     progress: bool = True,
+    data_name: str = "",
 ) -> dict[str, Any]:
     """Transcribe and score `rows`, appending one JSON line per utterance to utterances.jsonl as it goes, so a
     killed evaluation resumes where it stopped; writes results.json and returns it."""
@@ -153,7 +154,7 @@ def run_evaluation(
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
             bar.update(len(chunk))
-    results = {"model": recognizer.name, "data_rows": len(rows), "batch_size": batch_size}
+    results = {"model": recognizer.name, "data": data_name, "data_rows": len(rows), "batch_size": batch_size}
     # latency_s: wall time of the batch an utterance was transcribed in (batch_size 1: per utterance).
     results.update({**summarize(records), **recognizer.describe(), **environment()})
     tmp = output_dir / ".results.json.tmp"
