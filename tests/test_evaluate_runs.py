@@ -101,3 +101,21 @@ def test_analysis_high_wer_and_compare(tmp_path):
     assert (result["common"], len(result["won"]), len(result["lost"]), result["tied"]) == (5, 2, 1, 2)
     assert result["errors_a"]["substitutions"]["the -> a"] == 1
     assert result["errors_b"]["substitutions"]["cat -> hat"] == 1
+
+
+def test_leaderboard_ranks_and_renders(tmp_path):
+    from tiny_audio.leaderboard import build
+
+    for model, wer, rtfx, data in [("a", 0.2, 50, "dev"), ("b", 0.1, 5, "dev"), ("b", 0.4, 6, "hf:x:y:test")]:
+        folder = tmp_path / "runs" / f"{model}-{rtfx}"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(
+            json.dumps({"model": model, "wer": wer, "rtfx": rtfx, "data": data, "date": "2026-11-24T00:00:00Z"})
+        )
+    text = build([tmp_path / "runs"], tmp_path / "board")
+    lines = text.splitlines()
+    assert lines[0] == "| rank | model | WER % dev | WER % y/test | RTFx | parameters | date | code |"
+    assert lines[2].startswith("| 1 | a | 20.00 | - |"), "a: mean WER 0.20 ranks first"
+    assert lines[3].startswith("| 2 | b | 10.00 | 40.00 | 5.5 |"), "b: mean WER 0.25, mean RTFx 5.5"
+    assert (tmp_path / "board" / "leaderboard.png").stat().st_size > 1000
+    assert "<table>" in (tmp_path / "board" / "index.html").read_text()

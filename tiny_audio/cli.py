@@ -260,6 +260,22 @@ def eval_(
             typer.echo(f"{source[:36]:<36}{cells}")
 
 
+@app.command()
+def leaderboard(
+    results: Annotated[list[Path], typer.Argument(help="results.json files, or folders holding them.")],
+    output_dir: Annotated[Path, typer.Option(help="Where leaderboard.md, index.html and the plot go.")] = Path(
+        "leaderboard"
+    ),
+) -> None:
+    """A ranked Markdown table, an HTML page and a WER-against-RTFx plot from evaluation results."""
+    from .leaderboard import build
+
+    typer.echo(build(list(results), output_dir), nl=False)
+    typer.echo(
+        f"\nwrote {output_dir / 'leaderboard.md'}, {output_dir / 'index.html'}, {output_dir / 'leaderboard.png'}"
+    )
+
+
 analysis_app = typer.Typer(help="Error analysis of evaluation runs.")
 app.add_typer(analysis_app, name="analysis")
 
