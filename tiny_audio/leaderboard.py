@@ -93,6 +93,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.annotate(row["model"][-28:], (row["mean_rtfx"], 100 * row["mean_wer"]), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")  # fmt: skip
     ax.set_xscale("log")
+    ax.margins(x=0.3, y=0.15)  # room for the labels
     ax.set_xlabel("RTFx (audio seconds per wall second, log scale; right is faster)")
     ax.set_ylabel("mean WER % (lower is better)")
     ax.grid(alpha=0.3)
