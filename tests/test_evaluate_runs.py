@@ -119,3 +119,29 @@ def test_leaderboard_ranks_and_renders(tmp_path):
     assert lines[3].startswith("| 2 | b | 10.00 | 40.00 | 5.5 |"), "b: mean WER 0.25, mean RTFx 5.5"
     assert (tmp_path / "board" / "leaderboard.png").stat().st_size > 1000
     assert "<table>" in (tmp_path / "board" / "index.html").read_text()
+
+
+def test_model_card_metadata_parses_as_the_hub_expects(make_model, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from tiny_audio.hub import card_metadata, write_model_card
+
+    make_model("whisper", "qwen3").save_pretrained(tmp_path / "m")
+    result = tmp_path / "results.json"
+    result.write_text(
+        json.dumps({"model": "m", "data": "dev/manifest.jsonl", "wer": 0.1234, "cer": 0.05, "rtfx": 12.5})
+    )
+    path = write_model_card(tmp_path / "m", [result], repo_id="someone/tiny-asr", datasets=["openslr/librispeech_asr"])
+    card = ModelCard.load(path)  # the Hub's own parser
+    meta = card_metadata(path.read_text())
+    assert meta["pipeline_tag"] == "automatic-speech-recognition" and meta["license"] == "apache-2.0"
+    assert meta["datasets"] == ["openslr/librispeech_asr"] and meta["language"] == ["en"]
+    [evaluation] = card.data.eval_results
+    assert (evaluation.metric_type, evaluation.metric_value, evaluation.task_type) == (
+        "wer",
+        12.34,
+        "automatic-speech-recognition",
+    )
+    text = path.read_text()
+    assert 'pipeline("automatic-speech-recognition", model="someone/tiny-asr", trust_remote_code=True)' in text
+    assert "| projector |" in text and "12.34" in text and "## Limitations" in text
