@@ -88,3 +88,16 @@ def test_fresh_process_loads_without_tiny_audio(saved_model, tmp_path):
     with torch.no_grad():
         expected = float(model(**batch).logits.double().sum())
     assert got["logits_sum"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_relative_backbone_folders_load_from_another_directory(backbones, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tiny_audio import ASRConfig, ASRModel
+
+    audio_dir, text_dir = backbones("hubert", "llama")
+    monkeypatch.chdir(Path(audio_dir).parent)
+    model = ASRModel(ASRConfig(audio_model_id=Path(audio_dir).name, text_model_id=Path(text_dir).name))
+    model.save_pretrained(tmp_path / "m")
+    monkeypatch.chdir(tmp_path)
+    assert ASRModel.from_pretrained(tmp_path / "m").config.audio_model_id == str(Path(audio_dir).resolve())

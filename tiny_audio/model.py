@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .backbones import resolve
+from .backbones import NAMED, resolve
 from .config import ASRConfig
 from .encoder import audio_tower_from_config, encode_audio, encoder_lora_targets, load_audio_tower
 from .lora import apply_lora, lora_state_dict, merged_state_dict
@@ -271,6 +271,11 @@ class ASRModel(PreTrainedModel):
         folder.mkdir(parents=True, exist_ok=True)
         processor = self.processor  # registers the audio token id in the config before it is copied
         config = ASRConfig.from_dict(self.config.to_dict())
+        for key in ("audio_model_id", "text_model_id"):
+            # A backbone given as a relative folder must still be found when loading from another directory.
+            value = getattr(config, key)
+            if value and value not in NAMED and Path(value).is_dir():
+                setattr(config, key, str(Path(value).resolve()))
         if include_base_weights:
             if merge_lora:
                 state = {}
