@@ -454,7 +454,7 @@ def main() -> None:
         if os.environ.get("TINY_AUDIO_DEBUG"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        typer.echo(f"error: {message}", err=True)
+        typer.echo(f"error: {' '.join(str(message).split())}", err=True)  # one line, whatever the message holds
         sys.exit(2)
 
 
