@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, WhisperForConditio
 
 from tiny_audio import ASRConfig, ASRModel, load_audio
 from tiny_audio.audio import BUNDLED_SAMPLE
-from tiny_audio.backbones import NAMED, backbone_folder, prepare, source_dirs, state, verify
-from tiny_audio.data import read_manifest
+from tiny_audio.backbones import backbone_folder, ct2_folder, prepare, state, verify
+from tiny_audio.data import load_rows
 
 pytestmark = pytest.mark.slow
 JFK = "and so my fellow americans ask not what your country can do for you ask what you can do for your country"
@@ -53,19 +52,11 @@ def test_converted_whisper_models_transcribe_jfk(whisper_base):
     assert words(whisper_transcribe(tiny_en, [str(BUNDLED_SAMPLE)], english_only=True)[0]) == JFK
 
 
-def test_converted_whisper_base_matches_faster_whisper_on_dev(whisper_base, shared_data, tmp_path):
+def test_converted_whisper_base_matches_faster_whisper_on_dev(whisper_base, shared_data):
     faster_whisper = pytest.importorskip("faster_whisper")
     # faster-whisper runs the very CTranslate2 files the conversion started from.
-    ct2 = tmp_path / "ct2"
-    ct2.mkdir()
-    sources = source_dirs(NAMED["whisper-base"])
-    with open(ct2 / "model.bin", "wb") as out:
-        for part in sorted(p for d in sources for p in d.glob("model.bin*")):
-            out.write(part.read_bytes())
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copy(sources[0] / name, ct2 / name)
-    reference = faster_whisper.WhisperModel(str(ct2), device="cpu", compute_type="float32")
-    rows = read_manifest(shared_data / "dev" / "manifest.jsonl")
+    reference = faster_whisper.WhisperModel(str(ct2_folder("whisper-base")), device="cpu", compute_type="float32")
+    rows, _ = load_rows(shared_data / "dev" / "manifest.jsonl")
     picked: list[str] = []
     for prefix, n in (("libri", 3), ("an4", 2), ("lj", 2), ("jfk", 1)):
         picked += [r["audio"] for r in rows if r["id"].startswith(prefix)][:n]
