@@ -31,18 +31,6 @@ def shared_data_dir() -> Path | None:
     return None
 
 
-def read_manifest(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL manifest, with `audio` made absolute (it is relative to the manifest's folder)."""
-    path = Path(path)
-    rows = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            row["audio"] = str(path.parent / row["audio"])
-            rows.append(row)
-    return rows
-
-
 def resolve_data_path(path: str | Path) -> Path:
     """A data path as given if it exists, else relative to the shared data folder; a clear error otherwise."""
     path = Path(path).expanduser()
@@ -72,6 +60,27 @@ class LoadReport:
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+
+
+def _target(text: Any, normalize: bool) -> str:
+    """A row's transcript, stripped, Whisper-normalized if asked."""
+    text = str(text or "").strip()
+    if normalize:
+        from .evaluate import normalize_text
+
+        text = normalize_text(text)
+    return text
+
+
+def _drop_reason(text: str, duration: float, min_duration_s: float, max_duration_s: float | None) -> str | None:
+    """Why a row with a readable audio file is not used, or None to keep it."""
+    if not text:
+        return "empty transcripts"
+    if duration <= 0:
+        return "zero durations"
+    if duration < min_duration_s or (max_duration_s and duration > max_duration_s):
+        return "outside the duration range"
+    return None
 
 
 def scan_folder(folder: str | Path) -> tuple[list[dict[str, Any]], LoadReport]:
@@ -128,21 +137,14 @@ def load_rows(
                     report.drop("unparsable lines")
     rows = []
     for line_no, row in enumerate(raw, 1):
-        text = str(row.get(text_field) or row.get("text") or "").strip()
-        if normalize:
-            from .evaluate import normalize_text
-
-            text = normalize_text(text)
+        text = _target(row.get(text_field) or row.get("text"), normalize)
         duration = float(row.get("duration") or 0.0)
         audio = base / str(row.get("audio", ""))
+        reason = _drop_reason(text, duration, min_duration_s, max_duration_s)
         if not row.get("audio") or not audio.is_file():
             report.drop("missing audio files")
-        elif not text:
-            report.drop("empty transcripts")
-        elif duration <= 0:
-            report.drop("zero durations")
-        elif duration < min_duration_s or (max_duration_s and duration > max_duration_s):
-            report.drop("outside the duration range")
+        elif reason:
+            report.drop(reason)
         else:
             rows.append(
                 {
@@ -233,21 +235,16 @@ def load_hf_rows(
     text_column = hf_text_column(ds, text_column)
     report, rows = LoadReport(f"{source} [{split}]"), []
     for i, (audio, text) in enumerate(zip(ds[audio_column], ds[text_column], strict=True)):
-        text = str(text or "").strip()
-        if normalize:
-            from .evaluate import normalize_text
-
-            text = normalize_text(text)
+        text = _target(text, normalize)
         try:
             info = sf.info(io.BytesIO(audio["bytes"])) if audio.get("bytes") else sf.info(audio["path"])
             duration = info.frames / info.samplerate
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
             report.drop("unreadable audio")
             continue
-        if not text:
-            report.drop("empty transcripts")
-        elif duration <= 0 or duration < min_duration_s or (max_duration_s and duration > max_duration_s):
-            report.drop("outside the duration range")
+        reason = _drop_reason(text, duration, min_duration_s, max_duration_s)
+        if reason:
+            report.drop(reason)
         else:
             rows.append({"id": f"{i}", "audio": HFAudio(ds, i, audio_column), "text": text, "duration": duration})
     report.kept = len(rows)
