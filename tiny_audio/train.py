@@ -433,15 +433,17 @@ def train(
     trainer.train(resume_from_checkpoint=checkpoint)
     if collator.skipped:
         print(f"data: skipped {collator.skipped} unreadable clips during training")
+    if dev_set is not None:
+        # Reuse the evaluation of the last step when there was one; evaluate only if training ended between two.
+        last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+        if last is None or last["step"] != trainer.state.global_step:
+            last = trainer.evaluate()
+        print(f"dev: loss {last['eval_loss']:.4f} (perplexity {math.exp(min(last['eval_loss'], 50)):.1f})")
     final = output_dir / "final"
     if trainer.is_world_process_zero():
         model.save_pretrained(final)
         (final / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    if trainer.is_world_process_zero():
         plot_curves(trainer.state.log_history, output_dir / "curves.png")
-    if dev_set is not None:
-        metrics = trainer.evaluate()
-        print(f"dev: loss {metrics['eval_loss']:.4f} (perplexity {math.exp(min(metrics['eval_loss'], 50)):.1f})")
     return final
 
 
