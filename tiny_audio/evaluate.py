@@ -127,13 +127,13 @@ def run_evaluation(
         tqdm(total=len(rows), initial=len(rows) - len(todo), unit="utt", disable=not progress) as bar,
     ):
         for b, start in enumerate(range(0, len(todo), batch_size), start=next_batch):
-            chunk, arrays, failed = todo[start : start + batch_size], [], []
+            chunk, good, arrays, failed = todo[start : start + batch_size], [], [], []
             for row in chunk:
                 try:
                     arrays.append(read_clip(row["audio"]))
+                    good.append(row)
                 except AudioError as err:
                     failed.append({"id": str(row["id"]), "source": row.get("source", ""), "error": str(err)})
-            good = [row for row in chunk if str(row["id"]) not in {f["id"] for f in failed}]
             began = time.perf_counter()
             hyps = recognizer.transcribe(arrays) if arrays else []
             latency = time.perf_counter() - began
