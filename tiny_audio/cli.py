@@ -35,7 +35,6 @@ def fail(message: str, code: int = 2) -> None:
 
 # ----------------------------------------------------------------------------------------------------- info
 def _model_config(folder: str | None, preset: str | None, overrides: list[str]):
-    from .backbones import backbone_config
     from .config import ASRConfig
     from .presets import load_preset
 
@@ -50,10 +49,6 @@ def _model_config(folder: str | None, preset: str | None, overrides: list[str]):
         data = load_preset(preset or "default", [o if o.startswith("model.") else f"model.{o}" for o in overrides])
         config = ASRConfig(**data.get("model", {}))
         source = f"preset {preset or 'default'}"
-    if config.audio_config is None and config.audio_model_id:
-        config.audio_config = backbone_config(config.audio_model_id)
-    if config.text_config is None and config.text_model_id:
-        config.text_config = backbone_config(config.text_model_id)
     return config, source
 
 
@@ -92,16 +87,12 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the parameter counts as JSON.")] = False,
 ) -> None:
     """Print a model's configuration and parameter counts per component (no weights are loaded)."""
-    import torch
-
-    from .model import ASRModel
+    from .model import count_parameters
 
     if folder and (preset or "=" in folder):  # `info --preset seed key=value`: the first override lands in FOLDER
         overrides, folder = [folder, *(overrides or [])], None
     config, source = _model_config(folder, preset, overrides or [])
-    with torch.device("meta"):  # count parameters without allocating them
-        model = ASRModel(config, load_backbones=False)
-    report = model.parameter_report()
+    report = count_parameters(config)  # also fills the nested configs that _describe reads
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -16,7 +16,7 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.repocard_data import EvalResult
 
-from .backbones import NAMED, backbone_config
+from .backbones import NAMED
 from .config import ASRConfig
 
 
@@ -120,17 +120,9 @@ WER and CER after Whisper's English text normalizer on reference and hypothesis 
 
 
 def _parameters(folder: Path) -> str:
-    import torch
+    from .model import count_parameters
 
-    from .model import ASRModel
-
-    config = ASRConfig.from_pretrained(folder)
-    if config.audio_config is None and config.audio_model_id:
-        config.audio_config = backbone_config(config.audio_model_id)
-    if config.text_config is None and config.text_model_id:
-        config.text_config = backbone_config(config.text_model_id)
-    with torch.device("meta"):
-        report = ASRModel(config, load_backbones=False).parameter_report()
+    report = count_parameters(ASRConfig.from_pretrained(folder))
     return "\n".join(f"| {name} | {row['total']:,} | {row['trainable']:,} |" for name, row in report.items())
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .backbones import NAMED, resolve
+from .backbones import NAMED, backbone_config, resolve
 from .config import ASRConfig
 from .encoder import audio_tower_from_config, encode_audio, encoder_lora_targets, load_audio_tower
 from .lora import apply_lora, lora_state_dict, merged_state_dict
@@ -334,6 +334,16 @@ class ASRModel(PreTrainedModel):
         if device is not None:
             model = model.to(device)
         return model.eval()
+
+
+def count_parameters(config: ASRConfig) -> dict[str, dict[str, int]]:
+    """Parameter counts per component from configs alone: the model is built on the meta device, so nothing is
+    downloaded or allocated. Missing nested configs come from a folder, the bundled copies or the hub."""
+    for key, id_key in (("audio_config", "audio_model_id"), ("text_config", "text_model_id")):
+        if getattr(config, key) is None and getattr(config, id_key):
+            setattr(config, key, backbone_config(getattr(config, id_key)))
+    with torch.device("meta"):
+        return ASRModel(config, load_backbones=False).parameter_report()
 
 
 def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
