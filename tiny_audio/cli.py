@@ -28,11 +28,6 @@ class UserError(Exception):
     """A mistake in what the user asked for: reported as one line, exit code 2."""
 
 
-def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 # ----------------------------------------------------------------------------------------------------- info
 def _model_config(folder: str | None, preset: str | None, overrides: list[str]):
     from .config import ASRConfig
