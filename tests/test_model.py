@@ -178,6 +178,14 @@ def test_generation_options_pass_through(make_model, clips):
     assert not torch.equal(sampled[:, : greedy.shape[1]], greedy) or sampled.shape != greedy.shape
 
 
+def test_output_length_is_capped_by_the_audio_length(make_model, clips):
+    model = make_model()
+    batch = model.processor(clips[:2])  # the longest is 1.7 s
+    forced = {"min_new_tokens": 200, "max_new_tokens": 200}  # no end of text before the cap
+    assert model.generate(**batch, **forced).shape[1] == 17 + 8  # 10 tokens a second of the longest clip, + 8
+    assert model.generate(**batch, **forced, max_new_tokens_per_second=None).shape[1] == 200
+
+
 def test_built_from_nested_configs_alone_with_random_weights():
     config = ASRConfig(
         audio_config=tiny_encoder_config("hubert").to_dict(),

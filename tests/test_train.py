@@ -312,3 +312,12 @@ def test_logging_backends_auto_never_needs_an_account(monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     assert logging_backends(["auto"])[0] == "tensorboard" and "wandb" not in logging_backends(["auto"])
     assert logging_backends(["none"]) == [] and logging_backends(["tensorboard", "wandb"]) == ["tensorboard", "wandb"]
+
+
+def test_sentence_case_rewrites_only_all_caps_transcripts():
+    from tiny_audio.train import sentence_case
+
+    assert sentence_case("HER MOTHER WAS A WOMAN I'M SURE I SAW") == "Her mother was a woman I'm sure I saw"
+    assert sentence_case("X I SIXTY ONE") == "X I sixty one"
+    assert sentence_case("Printing, in the only sense") == "Printing, in the only sense"
+    assert sentence_case("123") == "123"

@@ -12,6 +12,9 @@ from transformers.configuration_utils import SubConfigSpec
 # Defaults of the reference design (see SYSTEM.md): HuBERT-XLarge encoder LoRA on q,k; Qwen3 decoder LoRA on q,v.
 DEFAULT_GENERATION = {
     "max_new_tokens": 128,
+    # Guard against run-on output: at most this many new tokens per second of audio (+ 8), below max_new_tokens.
+    # Read speech is 2-5 words (3-7 tokens) a second; None switches the guard off.
+    "max_new_tokens_per_second": 10.0,
     "num_beams": 1,
     "do_sample": False,
     "temperature": 1.0,

@@ -9,6 +9,7 @@ Shapes: B batch, L prompt tokens, T encoder frames, C encoder width, N projected
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -221,6 +222,13 @@ class ASRModel(PreTrainedModel):
         """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache."""
         inputs_embeds = self._embed(input_ids, input_features=input_features, audio_attention_mask=audio_attention_mask)
         options = {**self.config.generation_defaults, **generate_kwargs}
+        per_second = options.pop("max_new_tokens_per_second", None)
+        if per_second:
+            # Each audio position covers stack_size encoder frames of 20 ms (Whisper, wav2vec2, HuBERT alike).
+            longest = (input_ids == self.config.audio_token_id).sum(-1).max().item()
+            seconds = longest * self.config.projector_stack_size * 0.02
+            limit = math.ceil(per_second * seconds) + 8
+            options["max_new_tokens"] = min(options.get("max_new_tokens") or limit, limit)
         if not options.get("do_sample"):
             options.pop("temperature", None)  # only meaningful when sampling; avoids a warning
         if self._processor is not None:

@@ -17,6 +17,7 @@ from .transcribe import transcribe_arrays
 
 GENERATION_OPTIONS = (
     "max_new_tokens",
+    "max_new_tokens_per_second",
     "num_beams",
     "do_sample",
     "temperature",

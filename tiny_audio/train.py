@@ -61,6 +61,7 @@ class DataConfig:
     max_duration_s: float = 30.0  # the Whisper encoder's window
     text_field: str = "text"  # manifest field holding the target transcript
     normalize_text: bool = False  # train on Whisper-normalized targets (lower case, numbers as digits, ...)
+    sentence_case: bool = False  # rewrite ALL-CAPS transcripts (LibriSpeech, AN4) in sentence case, see below
     # Hugging Face datasets: sources "hf:NAME[:CONFIG[:SPLIT]]" or save_to_disk folders
     audio_column: str = "audio"
     text_column: str | None = None  # None: the first of text, sentence, transcription, transcript, normalized_text
@@ -167,10 +168,26 @@ def load_train_config(preset_or_yaml: str, overrides: list[str] | None = None) -
 
 
 # ---------------------------------------------------------------------------------------------------- model
+def sentence_case(text: str) -> str:
+    """ALL-CAPS text in sentence case ("HER MOTHER WAS" -> "Her mother was"; the pronoun I stays upper case).
+
+    Capitals cost the LLM's tokenizer about twice the tokens and are far from the text it was trained on, and
+    mixing them with the cased sources teaches it two spellings of every word; other text is left alone.
+    """
+    if text != text.upper() or not any(c.isalpha() for c in text):
+        return text
+    words = [("I" + w[1:] if w == "i" or w.startswith("i'") else w) for w in text.lower().split()]
+    out = " ".join(words)
+    return out[:1].upper() + out[1:]
+
+
 def _load_source(source: str, d: DataConfig, split: str) -> tuple[list[dict[str, Any]], Any]:
-    return load_source(
+    rows, report = load_source(
         source, split, d.min_duration_s, d.max_duration_s, d.text_field, d.normalize_text, d.audio_column, d.text_column
     )
+    if d.sentence_case and not d.normalize_text:
+        rows = [{**row, "text": sentence_case(row["text"])} for row in rows]
+    return rows, report
 
 
 def set_stage(model: ASRModel, stage: str) -> None:
