@@ -145,3 +145,73 @@ def test_model_card_metadata_parses_as_the_hub_expects(make_model, tmp_path):
     text = path.read_text()
     assert 'pipeline("automatic-speech-recognition", model="someone/tiny-asr", trust_remote_code=True)' in text
     assert "| projector |" in text and "12.34" in text and "## Limitations" in text
+
+
+SHARDED_EVAL = """
+import json, sys
+from pathlib import Path
+from tiny_audio.evaluate import run_evaluation
+
+class ByLength:
+    # Deterministic per clip, whichever process gets it: the hypothesis depends on the clip's length only.
+    name = "by-length"
+    def transcribe(self, arrays):
+        return [["the cat sat", "on a mat", "hello", "one two three four", "yes"][len(a) // 1600 - 5]
+                for a in arrays]
+    def describe(self):
+        return {"system": "by-length"}
+
+rows = json.loads(Path(sys.argv[1]).read_text())
+limit = int(sys.argv[3]) if len(sys.argv) > 3 else None
+run_evaluation(ByLength(), rows[:limit] if limit else rows, Path(sys.argv[2]), batch_size=1, progress=False)
+"""
+
+
+def test_evaluation_spread_over_processes_equals_one_process(tmp_path):
+    rows = rows_for(tmp_path)
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    script = tmp_path / "sharded_eval.py"
+    script.write_text(SHARDED_EVAL)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", str(script)]
+
+    def run(*command):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    run(sys.executable, str(script), str(tmp_path / "rows.json"), str(tmp_path / "one"))
+    # Two processes, and a run that stopped after three utterances resumed by two processes.
+    run(*launch, str(tmp_path / "rows.json"), str(tmp_path / "two"))
+    run(sys.executable, str(script), str(tmp_path / "rows.json"), str(tmp_path / "resumed"), "3")
+    run(*launch, str(tmp_path / "rows.json"), str(tmp_path / "resumed"))
+
+    def load(name):
+        lines = (tmp_path / name / "utterances.jsonl").read_text().splitlines()
+        return [(r["id"], r["hypothesis"]) for r in map(json.loads, lines)]
+
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert one["wer"] > 0 and one["processes"] == 1
+    for name in ("two", "resumed"):
+        assert load(name) == load("one"), name
+        assert not list((tmp_path / name).glob("utterances.rank*.jsonl")), "the per-process logs are merged"
+        result = json.loads((tmp_path / name / "results.json").read_text())
+        for key in ("wer", "cer", "substitutions", "deletions", "insertions", "utterances", "by_source"):
+            assert result[key] == one[key], (name, key)
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["processes"] == 2
+
+
+def test_eval_command_under_accelerate_launch_reports_once(make_model, tmp_path):
+    make_model().save_pretrained(tmp_path / "m")
+    with open(tmp_path / "manifest.jsonl", "w") as manifest:
+        for row in rows_for(tmp_path):
+            manifest.write(json.dumps(row) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m",
+         "tiny_audio", "eval", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "manifest.jsonl"),
+         "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("evaluating 5") == 1, result.stdout
+    [log] = (tmp_path / "out").rglob("utterances.jsonl")
+    assert [json.loads(line)["id"] for line in log.read_text().splitlines()] == ["0", "1", "2", "3", "4"]
+    assert json.loads((log.parent / "results.json").read_text())["processes"] == 2

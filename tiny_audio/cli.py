@@ -210,14 +210,16 @@ def eval_(
 ) -> None:
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
-    from .evaluate import run_evaluation
+    from .evaluate import process_state, run_evaluation
     from .peers import load_recognizer
 
+    # Under `accelerate launch` every process evaluates a share; only the main one reports.
+    echo = typer.echo if process_state().is_main_process else (lambda *args, **kwargs: None)
     rows, report = load_source(data, split)
     rows = rows[:n] if n else rows
     if not rows:
         raise UserError(f"no utterances to evaluate in {data} ({report})")
-    typer.echo(f"data: {report}; evaluating {len(rows)}")
+    echo(f"data: {report}; evaluating {len(rows)}")
     results = []
     for spec in model:
         try:
@@ -230,20 +232,20 @@ def eval_(
             raise UserError(f"cannot load model {spec!r}: {err}") from None
         folder = output_dir / _slug(data) / _slug(spec)
         results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))
-        typer.echo(f"{spec}: WER {100 * results[-1]['wer']:.2f}%  ->  {folder / 'results.json'}")
-    typer.echo("")
-    typer.echo(f"{'model':<36}{'WER %':>8}{'CER %':>8}{'sub':>6}{'del':>6}{'ins':>6}{'RTFx':>8}{'p50 s':>8}")
+        echo(f"{spec}: WER {100 * results[-1]['wer']:.2f}%  ->  {folder / 'results.json'}")
+    echo("")
+    echo(f"{'model':<36}{'WER %':>8}{'CER %':>8}{'sub':>6}{'del':>6}{'ins':>6}{'RTFx':>8}{'p50 s':>8}")
     for r in results:
-        typer.echo(
+        echo(
             f"{r['model'][-36:]:<36}{100 * r['wer']:>8.2f}{100 * r['cer']:>8.2f}{r['substitutions']:>6}"
             f"{r['deletions']:>6}{r['insertions']:>6}{r['rtfx']:>8.1f}{r['latency_s']['p50']:>8.2f}"
         )
     sources = sorted({s for r in results for s in r["by_source"]})
     if len(sources) > 1:
-        typer.echo(f"\n{'WER % by source':<36}" + "".join(f"{r['model'][-14:]:>16}" for r in results))
+        echo(f"\n{'WER % by source':<36}" + "".join(f"{r['model'][-14:]:>16}" for r in results))
         for source in sources:
             cells = "".join(f"{100 * r['by_source'].get(source, {}).get('wer', float('nan')):>16.2f}" for r in results)
-            typer.echo(f"{source[:36]:<36}{cells}")
+            echo(f"{source[:36]:<36}{cells}")
 
 
 @app.command()
@@ -302,6 +304,39 @@ def analysis_compare(
         for kind, counter in result[f"errors_{side}"].items():
             common = ", ".join(f"{w} ({n})" for w, n in counter.most_common(top)) or "none"
             typer.echo(f"  {kind}: {common}")
+
+
+# ---------------------------------------------------------------------------------------------------- push
+@app.command()
+def push(
+    path: Annotated[Path, typer.Argument(help="A model folder, a checkpoint-N folder or a training run's folder.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="USER/NAME or ORG/NAME on the Hub.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    results: Annotated[
+        list[Path] | None, typer.Option("--results", help="results.json from tiny-audio eval for the card; repeatable.")
+    ] = None,
+    base_weights: Annotated[
+        bool | None,
+        typer.Option(
+            "--base-weights/--no-base-weights",
+            help="Upload the backbones too (default: unless both are hub ids; offline copies exist only here).",
+        ),
+    ] = None,
+    endpoint: Annotated[str | None, typer.Option(envvar="HF_ENDPOINT", help="Hub URL (huggingface.co).")] = None,
+    token: Annotated[str | None, typer.Option(help="Hub token (default: HF_TOKEN, else `hf auth login`).")] = None,
+) -> None:
+    """Publish a model: export it, write its model card, upload to the Hugging Face Hub."""
+    from .hub import PushError
+    from .hub import push as push_model
+
+    try:
+        url = push_model(
+            path, repo_id, private=private, token=token, endpoint=endpoint, results=results,
+            include_base_weights=base_weights,
+        )  # fmt: skip
+    except PushError as err:
+        raise UserError(str(err)) from None
+    typer.echo(f"published {path} -> {url}")
 
 
 # --------------------------------------------------------------------------------------------------- train

@@ -95,6 +95,34 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of an utterance log; a line cut by a kill ends it (everything after it is redone)."""
+    records = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            break
+    return records
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def process_state() -> Any:
+    """accelerate's view of this process: which of how many, and its device. Launched as several processes on
+    a machine without CUDA, they join one gloo group on the CPU (accelerate's default would leave each alone)."""
+    import torch
+    from accelerate import PartialState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return PartialState(cpu=True, backend="gloo")
+    return PartialState()
+
+
 def run_evaluation(
     recognizer: Any,
     rows: list[dict[str, Any]],
@@ -104,29 +132,35 @@ def run_evaluation(
     data_name: str = "",
 ) -> dict[str, Any]:
     """Transcribe and score `rows`, appending one JSON line per utterance to utterances.jsonl as it goes, so a
-    killed evaluation resumes where it stopped; writes results.json and returns it."""
+    killed evaluation resumes where it stopped; writes results.json and returns it.
+
+    Under `accelerate launch` (several GPUs or processes) each process takes every N-th remaining utterance and
+    logs to its own utterances.rankR.jsonl; the main process then merges them in data order and scores the
+    whole, so the results equal a one-process run's (RTFx then sums the processes' busy time).
+    """
     from tqdm.auto import tqdm
 
     from .data import read_clip
 
+    state = process_state()
+    rank, world = state.process_index, state.num_processes
     output_dir.mkdir(parents=True, exist_ok=True)
     log = output_dir / "utterances.jsonl"
-    records = []
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                break  # a line cut by a kill: everything after it is redone
-        log.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    parts = sorted(output_dir.glob("utterances.rank*.jsonl"))
+    records = [r for path in [log, *parts] for r in _read_log(path)]
     done = {r["id"] for r in records}
-    todo = [r for r in rows if str(r["id"]) not in done]
-    next_batch = max((r["batch"] for r in records), default=-1) + 1
+    todo = [r for r in rows if str(r["id"]) not in done][rank::world]
+    state.wait_for_everyone()  # every process has read the logs before any writes to them
+    first_batch = max((r["batch"] for r in records), default=-1) + 1
+    own_log = log if world == 1 else output_dir / f"utterances.rank{rank}.jsonl"
+    own = _read_log(own_log)
+    _write_atomic(own_log, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in own))  # drop a cut line
     with (
-        open(log, "a") as out,
-        tqdm(total=len(rows), initial=len(rows) - len(todo), unit="utt", disable=not progress) as bar,
+        open(own_log, "a") as out,
+        tqdm(total=len(rows), initial=len(done), unit="utt", disable=not progress or not state.is_main_process) as bar,
     ):
-        for b, start in enumerate(range(0, len(todo), batch_size), start=next_batch):
+        for k, start in enumerate(range(0, len(todo), batch_size)):
+            b = first_batch + k * world + rank  # batch numbers stay unique across processes
             chunk, good, arrays, failed = todo[start : start + batch_size], [], [], []
             for row in chunk:
                 try:
@@ -147,20 +181,28 @@ def run_evaluation(
                     "batch": b,
                     "latency_s": latency,
                 }
-                records.append(record)
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             for record in failed:
-                records.append(record)
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
-            bar.update(len(chunk))
-    results = {"model": recognizer.name, "data": data_name, "data_rows": len(rows), "batch_size": batch_size}
-    # latency_s: wall time of the batch an utterance was transcribed in (batch_size 1: per utterance).
-    results.update({**summarize(records), **recognizer.describe(), **environment()})
-    tmp = output_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, output_dir / "results.json")
-    return results
+            bar.update(len(chunk) * world)  # the others progress at about the same pace
+    state.wait_for_everyone()
+    results_file = output_dir / "results.json"
+    if state.is_main_process:
+        parts = sorted(output_dir.glob("utterances.rank*.jsonl"))
+        merged = {r["id"]: r for path in [log, *parts] for r in _read_log(path)}
+        order = {str(row["id"]): i for i, row in enumerate(rows)}
+        records = sorted(merged.values(), key=lambda r: order.get(r["id"], len(order)))
+        _write_atomic(log, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        for path in parts:
+            path.unlink()
+        results = {"model": recognizer.name, "data": data_name, "data_rows": len(rows), "batch_size": batch_size}
+        results["processes"] = world
+        # latency_s: wall time of the batch an utterance was transcribed in (batch_size 1: per utterance).
+        results.update({**summarize(records), **recognizer.describe(), **environment()})
+        _write_atomic(results_file, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    state.wait_for_everyone()
+    return json.loads(results_file.read_text())
 
 
 def environment() -> dict[str, Any]:

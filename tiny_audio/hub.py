@@ -1,6 +1,7 @@
-"""The Hugging Face Hub side: the model card (README.md) of an exported model.
+"""The Hugging Face Hub side: the model card (README.md) of an exported model, and publishing it.
 
     write_model_card("runs/mine/final", results=["eval/dev/runs-mine-final/results.json"])
+    push("runs/mine", "me/tiny-audio-mine")  # export, card, upload
 
 The card's YAML metadata follows the Hub's model card format (license, base_model, datasets, pipeline_tag,
 model-index with the evaluation results), so the Hub shows the results and links the base models.
@@ -9,6 +10,9 @@ model-index with the evaluation results), so the Hub shows the results and links
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +141,137 @@ def write_model_card(folder: str | Path, results: list[str | Path] | None = None
 def card_metadata(text: str) -> dict[str, Any]:
     """The YAML metadata block of a model card."""
     return yaml.safe_load(text.split("---", 2)[1])
+
+
+# ------------------------------------------------------------------------------------------------- publishing
+class PushError(Exception):
+    """Publishing cannot go ahead (no token, no network, nothing to publish); nothing was uploaded."""
+
+
+# What a Trainer checkpoint holds beside the model: needed to resume training, useless (and large) on the Hub.
+TRAINER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin", "rng_state")
+
+
+def model_folder(path: str | Path) -> Path:
+    """The saved model a path names: a model folder or checkpoint itself, or a training run's output folder
+    (its final model, else its last complete checkpoint)."""
+    from .model import WEIGHTS_NAME
+    from .train import last_complete_checkpoint
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such model folder, checkpoint or training run: {path}")
+    if (path / WEIGHTS_NAME).is_file() and (path / "config.json").is_file():
+        return path
+    if (path / "final" / WEIGHTS_NAME).is_file():
+        return path / "final"
+    checkpoint = last_complete_checkpoint(path)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{path} holds no saved model: expected {WEIGHTS_NAME} + config.json, a final/ "
+                                "model or a complete checkpoint-N/")  # fmt: skip
+    return checkpoint
+
+
+def _portable(model_id: str | None) -> bool:
+    """A backbone the Hub can name: a hub id (not an offline named copy, not a local folder)."""
+    return bool(model_id) and model_id not in NAMED and not Path(model_id).exists()
+
+
+def export_for_hub(source: str | Path, target: str | Path, include_base_weights: bool | None = None) -> Path:
+    """Write the publishable form of a saved model into `target`: no trainer state, and backbones anyone can
+    load. `include_base_weights=None` includes them unless both backbones are hub ids: offline copies (converted
+    or quantized) and local folders exist only on this machine, and the published numbers were measured with
+    exactly those weights. `False` with named offline backbones names their hub originals instead."""
+    source, target = model_folder(source), Path(target)
+    config = ASRConfig.from_pretrained(source)
+    ids = (config.audio_model_id, config.text_model_id)
+    include = include_base_weights
+    if include is None:
+        include = not config.base_weights_included and not all(_portable(i) for i in ids)
+    local = [i for i in ids if i and i not in NAMED and Path(i).exists()]
+    if include is False and local and not config.base_weights_included:
+        raise PushError(f"backbone {local[0]} is a folder on this machine; publish with the base weights included")
+    target.mkdir(parents=True, exist_ok=True)
+    if include and not config.base_weights_included:
+        from .model import ASRModel
+
+        ASRModel.from_pretrained(source).save_pretrained(target, include_base_weights=True)
+        for extra in ("train_config.yaml",):
+            if (source / extra).is_file():
+                shutil.copy2(source / extra, target / extra)
+        return target
+    for item in source.iterdir():
+        if item.is_file() and not item.name.startswith(TRAINER_FILES) and item.name != "README.md":
+            shutil.copy2(item, target / item.name)
+    if not config.base_weights_included and any(i in NAMED for i in ids):
+        data = json.loads((target / "config.json").read_text())
+        for key in ("audio_model_id", "text_model_id"):
+            if data.get(key) in NAMED:
+                data[key] = NAMED[data[key]].hub_id
+        (target / "config.json").write_text(json.dumps(data, indent=2) + "\n")
+    return target
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Connection failures as raised by whichever HTTP client this huggingface_hub uses (httpx2, httpx)."""
+    import importlib
+
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def hub_token(token: str | None = None) -> str:
+    """The token to publish with: given, else HF_TOKEN, else the one `hf auth login` stored."""
+    from huggingface_hub import get_token
+
+    token = token or os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise PushError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access)")
+    return token
+
+
+def push(
+    path: str | Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    endpoint: str | None = None,
+    results: list[str | Path] | None = None,
+    include_base_weights: bool | None = None,
+    commit_message: str = "Upload Tiny Audio model",
+) -> str:
+    """Export a model folder, checkpoint or training run, write its model card and upload it to the Hub repo
+    `repo_id` (created if missing). The token and the connection are checked before anything is sent; returns
+    the repo's URL."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    source = model_folder(path)
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PushError(f"--repo-id must look like USER/NAME or ORG/NAME, got {repo_id!r}")
+    api = HfApi(endpoint=endpoint, token=hub_token(token))
+    try:
+        user = api.whoami()
+    except OfflineModeIsEnabled:
+        raise PushError("HF_HUB_OFFLINE is set: unset it to publish") from None
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else "?"
+        raise PushError(f"the Hub at {api.endpoint} refused the token (HTTP {status}): {err}") from None
+    except _network_errors() as err:  # connection refused, DNS failure, timeout
+        raise PushError(f"cannot reach the Hub at {api.endpoint}: {type(err).__name__}: {err}") from None
+    with tempfile.TemporaryDirectory(prefix="tiny-audio-push-") as staging:
+        folder = export_for_hub(source, staging, include_base_weights)
+        write_model_card(folder, results, repo_id=repo_id)
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            api.upload_folder(folder_path=folder, repo_id=repo_id, repo_type="model", commit_message=commit_message)
+        except HfHubHTTPError as err:
+            raise PushError(f"upload to {repo_id} failed (logged in as {user.get('name', '?')}): {err}") from None
+        except _network_errors() as err:
+            raise PushError(f"upload to {repo_id} failed: {type(err).__name__}: {err}") from None
+    return str(url)

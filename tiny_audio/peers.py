@@ -23,12 +23,14 @@ class TinyAudioRecognizer:
     def __init__(self, name_or_path: str, **generate_kwargs: Any):
         import torch
 
+        from .evaluate import process_state
         from .model import ASRModel
 
         self.name = name_or_path
         self.model = ASRModel.from_pretrained(name_or_path)
-        if torch.cuda.is_available():
-            self.model = self.model.to("cuda", torch.bfloat16)
+        device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
+        if device.type == "cuda":
+            self.model = self.model.to(device, torch.bfloat16)
         self.generate_kwargs = generate_kwargs
 
     def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
