@@ -106,7 +106,10 @@ def test_transcribe_formats_and_output_dir(make_model, tmp_path):
         assert result.returncode == 0, result.stderr
     data = json.loads((out / "b.json").read_text())
     assert data["file"].endswith("b.wav") and data["duration"] == 2.5
-    assert [(s["start"], s["end"]) for s in data["segments"]] == [(0.0, 1.5), (1.5, 2.5)]
+    spans = [(s["start"], s["end"]) for s in data["segments"]]
+    # Windows are cut at the quietest point before 1.5 s, so they tile the clip without gaps or overlap.
+    assert len(spans) == 2 and spans[0][0] == 0.0 and spans[-1][1] == 2.5 and spans[0][1] == spans[1][0]
+    assert all(0 < end - start <= 1.5 for start, end in spans)
     assert (out / "a.vtt").read_text().startswith("WEBVTT")
     assert {p.name for p in out.iterdir()} >= {"a.txt", "b.txt", "a.srt", "b.srt"}
     bad = run("transcribe", str(tmp_path / "a.flac"), "--model", str(tmp_path / "m"), "--format", "docx")

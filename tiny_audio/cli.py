@@ -131,7 +131,12 @@ def transcribe(
     do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy/beam search.")] = False,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature.")] = None,
     chunk_length_s: Annotated[float | None, typer.Option(min=1.0, help="Window length for long audio.")] = None,
-    stride_length_s: Annotated[float | None, typer.Option(help="Accepted for the seed's calls; unused yet.")] = None,
+    stride_length_s: Annotated[
+        float | None, typer.Option(min=0.0, help="Context each window shares with each neighbour (seconds).")
+    ] = None,
+    segment: Annotated[
+        str, typer.Option(help="Long audio: 'silence' (cut in pauses) or 'stride' (overlapping windows, reconciled).")
+    ] = "silence",
 ) -> None:
     """Transcribe audio files. Bad files get one line each (file and reason), the rest still run; exit 2 then."""
     from tqdm.auto import tqdm
@@ -142,6 +147,8 @@ def transcribe(
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if segment not in ("silence", "stride"):
+        raise UserError(f"--segment must be silence or stride, got {segment!r}")
     if model is None:
         raise UserError("--model is required until the built-in default model ships: give a saved model folder")
     files = _audio_files(inputs)
@@ -176,8 +183,9 @@ def transcribe(
             for start in range(0, len(good), batch_size):  # a batch of files at a time keeps output flowing
                 part = good[start : start + batch_size]
                 results += transcribe_arrays(
-                    asr, [a for _, a in part], batch_size=batch_size, chunk_length_s=chunk_length_s, **options
-                )
+                    asr, [a for _, a in part], batch_size=batch_size, chunk_length_s=chunk_length_s,
+                    stride_length_s=stride_length_s, segment=segment, **options,
+                )  # fmt: skip
                 bar.update(len(part))
         for (path, _), result in zip(good, results, strict=True):
             text = format_transcript(result, fmt, source=str(path))

@@ -117,8 +117,8 @@ WER and CER after Whisper's English text normalizer on reference and hypothesis 
 - English only, trained on read speech; expect higher error rates on spontaneous, noisy or accented speech.
 - Like other LLM-decoder recognizers it can produce fluent text that was not said (hallucination), most
   likely on silence, music or very noisy audio; check transcripts where mistakes matter.
-- Long audio is transcribed in windows of `chunk_length_s` seconds joined together; words cut at a window
-  boundary can be garbled.
+- Long audio is transcribed in windows of at most `chunk_length_s` seconds cut in pauses; speech with no
+  pause near a window limit can still have a word split at the cut.
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
 

@@ -2,7 +2,8 @@
 
 Inputs: a path (WAV, FLAC, OGG/Opus, MP3), bytes, a 16 kHz numpy array, or {"array", "sampling_rate"} at any
 rate; a list of these runs in batches of `batch_size`. Generation options pass through the call; audio longer
-than `chunk_length_s` is split into windows (see transcribe.py), and `return_timestamps=True` adds their spans.
+than `chunk_length_s` is split into windows (cut in pauses, or `segment="stride"` with `stride_length_s` overlaps
+reconciled; see transcribe.py), and `return_timestamps=True` adds their spans.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ class ASRPipeline(Pipeline):
         forward.update({k: kwargs.pop(k) for k in GENERATION_OPTIONS if k in kwargs})
         if chunk_length_s is not None:
             forward["chunk_length_s"] = chunk_length_s
-        # stride_length_s is accepted for the seed's calls; windows do not overlap yet (see transcribe.py).
+        if stride_length_s is not None:
+            forward["stride_length_s"] = stride_length_s
+        for key in ("segment", "silence_threshold_db"):
+            if key in kwargs:
+                forward[key] = kwargs.pop(key)
         postprocess = {"return_timestamps": return_timestamps} if return_timestamps is not None else {}
         if kwargs:
             raise TypeError(f"unknown option(s) for the Tiny Audio pipeline: {', '.join(sorted(kwargs))}")
@@ -90,7 +95,8 @@ class ASRPipeline(Pipeline):
 
     # The single-step hooks of transformers' Pipeline (used by its iterator APIs); __call__ uses transcribe_arrays.
     def _forward(self, model_inputs: dict[str, Any], **generate_kwargs: Any) -> dict[str, Any]:
-        generate_kwargs.pop("chunk_length_s", None)
+        for key in ("chunk_length_s", "stride_length_s", "segment", "silence_threshold_db"):
+            generate_kwargs.pop(key, None)
         batch = self.asr_processor(model_inputs["audio"], padding_side="left").to(self.device)
         return {"tokens": self.model.generate(**batch, **generate_kwargs)}
 
