@@ -83,6 +83,17 @@ def test_transcribe_reports_bad_files_and_still_runs_the_good_ones(make_model, t
     assert "Traceback" not in result.stderr
 
 
+def test_transcribe_stream_prints_the_same_text_as_a_batch(make_model, tmp_path):
+    make_model().save_pretrained(tmp_path / "m")
+    sf.write(tmp_path / "a.flac", tone(2.5, 300), 16000)
+    common = ["transcribe", str(tmp_path / "a.flac"), "--model", str(tmp_path / "m"), "--max-new-tokens", "5"]
+    streamed, batch = run(*common, "--stream", "--chunk-length-s", "1.5"), run(*common, "--chunk-length-s", "1.5")
+    assert streamed.returncode == 0 and batch.returncode == 0, streamed.stderr + batch.stderr
+    assert streamed.stdout == batch.stdout
+    bad = run(*common, "--stream", "--format", "srt")
+    assert bad.returncode == 2 and "--stream prints plain text" in bad.stderr
+
+
 def test_transcribe_formats_and_output_dir(make_model, tmp_path):
     make_model().save_pretrained(tmp_path / "m")
     sf.write(tmp_path / "a.flac", tone(1.0), 16000)

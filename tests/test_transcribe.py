@@ -114,3 +114,19 @@ def test_repetition_loops_are_cut():
     assert cut_repetition("thank you. Thank you! thank you thank you and more") == "thank you. and more"
     for kept in ["that that is", "no no", "a b c d e f", "one one one"]:  # real speech repeats a little
         assert cut_repetition(kept) == kept
+
+
+def test_streaming_yields_pieces_that_join_to_the_batch_transcript(make_model):
+    from tiny_audio.testing import tone
+    from tiny_audio.transcribe import stream_transcribe, transcribe
+
+    model = make_model()
+    tokenizer = model.processor.tokenizer
+    # The random model favours a newline; without blank tokens it says words, so there is something to stream.
+    blank = [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()]
+    audio = np.concatenate([tone(1.2, 300, seed=4), np.zeros(RATE // 2, np.float32), tone(1.0, 500, seed=5)])
+    options = {"max_new_tokens": 6, "chunk_length_s": 1.5, "suppress_tokens": [*blank, model.config.audio_token_id]}
+    pieces = list(stream_transcribe(model, audio, **options))
+    [batch] = transcribe(model, [audio], **options)
+    assert len(pieces) > 1 and "".join(pieces) == batch.text
+    assert list(stream_transcribe(model, np.zeros(3 * RATE, np.float32))) == []  # silence: nothing at all

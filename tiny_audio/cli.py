@@ -137,6 +137,9 @@ def transcribe(
     segment: Annotated[
         str, typer.Option(help="Long audio: 'silence' (cut in pauses) or 'stride' (overlapping windows, reconciled).")
     ] = "silence",
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print text as it is generated (txt, one file at a time).")
+    ] = False,
 ) -> None:
     """Transcribe audio files. Bad files get one line each (file and reason), the rest still run; exit 2 then."""
     from tqdm.auto import tqdm
@@ -149,6 +152,11 @@ def transcribe(
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if segment not in ("silence", "stride"):
         raise UserError(f"--segment must be silence or stride, got {segment!r}")
+    if stream and (fmt != "txt" or output_dir is not None or segment != "silence"):
+        raise UserError(
+            "--stream prints plain text as it comes; it does not combine with --format, --output-dir or "
+            "--segment stride"
+        )
     if model is None:
         raise UserError("--model is required until the built-in default model ships: give a saved model folder")
     files = _audio_files(inputs)
@@ -175,7 +183,17 @@ def transcribe(
     options = {k: v for k, v in options.items() if v is not None}
     if do_sample:
         options["do_sample"] = True
-    if good:
+    if good and stream:
+        from .transcribe import stream_transcribe
+
+        for path, audio in good:
+            if len(good) > 1:
+                typer.echo(f"{path}\t", nl=False)
+            for piece in stream_transcribe(asr, audio, chunk_length_s=chunk_length_s, **options):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            typer.echo("")
+    elif good:
         seconds = sum(len(a) for _, a in good) / asr.config.sample_rate
         show = len(good) > 1 or seconds > 60  # a bar only where there is something to wait for
         with tqdm(total=len(good), unit="file", disable=not show, file=sys.stderr) as bar:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from difflib import SequenceMatcher
 from typing import Any
@@ -272,6 +272,80 @@ def transcribe_arrays(
         silence_threshold_db=silence_threshold_db,
         progress=progress,
     )
+
+
+def stream_transcribe(
+    model: Any,
+    audio: Any,
+    chunk_length_s: float | None = None,
+    segment: str = "silence",
+    silence_threshold_db: float | None = -50.0,
+    **generate_kwargs: Any,
+) -> Iterator[str]:
+    """Yield the transcript of one input piece by piece as it is generated (a path, bytes, array or dict).
+
+    Long audio is cut in pauses (`segment="silence"`, the default; overlapping windows cannot be reconciled
+    before the next window exists) and the windows are streamed one after another; silent windows are skipped
+    and generation stops when a repetition loop starts, as in `transcribe`.
+
+        for piece in stream_transcribe(model, "talk.flac"):
+            print(piece, end="", flush=True)
+    """
+    from threading import Thread
+
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    class StopOnLoop(StoppingCriteria):
+        """End generation once the text so far has fallen into a repetition loop."""
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            text = processor.decode(input_ids[0])
+            return torch.tensor([cut_repetition(text) != text], device=input_ids.device)
+
+    if segment != "silence":
+        raise ValueError("streaming cuts long audio in pauses only (segment='silence')")
+    config, processor = model.config, model.processor
+    device = next(model.parameters()).device
+    array = load_audio(audio, target_rate=config.sample_rate)
+    windows = plan_windows(array, config.sample_rate, chunk_length_s or config.chunk_length_s, None, segment)
+    first = True
+    for window in windows:
+        piece = array[window.start : window.end]
+        if is_silent(piece, config.sample_rate, silence_threshold_db):
+            continue
+        streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        options = {
+            **generate_kwargs,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([StopOnLoop()]),
+        }
+        inputs = processor([piece]).to(device)
+        errors: list[BaseException] = []
+
+        def run(inputs: Any = inputs, options: dict = options, errors: list = errors, streamer: Any = streamer) -> None:
+            try:
+                model.generate(**inputs, **options)
+            except BaseException as err:  # re-raised in the caller's thread below
+                errors.append(err)
+                streamer.end()
+
+        thread = Thread(target=run, daemon=True)
+        thread.start()
+        started = False
+        for text in streamer:
+            if not started:
+                text = text.lstrip()
+                if not text:
+                    continue
+                started = True
+                if not first:
+                    text = " " + text
+            first = False
+            yield text
+        thread.join()
+        if errors:
+            raise errors[0]
 
 
 def transcribe(model: Any, inputs: Iterable[Any], batch_size: int = 8, **kwargs: Any) -> list[Transcript]:
