@@ -182,7 +182,13 @@ def test_output_length_is_capped_by_the_audio_length(make_model, clips):
     model = make_model()
     batch = model.processor(clips[:2])  # the longest is 1.7 s
     forced = {"min_new_tokens": 200, "max_new_tokens": 200}  # no end of text before the cap
-    assert model.generate(**batch, **forced).shape[1] == 17 + 8  # 10 tokens a second of the longest clip, + 8
+    tokens = model.generate(**batch, **forced)
+    assert tokens.shape[1] == 17 + 8  # 10 tokens a second of the longest clip, + 8
+    # ...and each row stops at its own limit (1.0 s: 18 tokens), the same as when the clip runs alone.
+    pad = model.processor.tokenizer.pad_token_id
+    assert (tokens[0] != pad).sum() == 18 and (tokens[1] != pad).sum() == 25
+    alone = model.generate(**model.processor(clips[:1]), **forced)
+    assert torch.equal(alone[0], tokens[0, :18])
     assert model.generate(**batch, **forced, max_new_tokens_per_second=None).shape[1] == 200
 
 

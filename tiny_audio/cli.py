@@ -119,10 +119,22 @@ def _audio_files(inputs: list[Path]) -> list[Path]:
     return files
 
 
+def _load_model(model: str | None) -> Any:
+    """A saved folder, a hub id, or None for the built-in default; a clear error when it cannot be loaded."""
+    from .model import ASRModel
+
+    try:
+        return ASRModel.from_pretrained(model or "default")
+    except (OSError, ValueError, RuntimeError) as err:
+        raise UserError(f"cannot load model {model or 'default'!r}: {err}") from None
+
+
 @app.command()
 def transcribe(
     inputs: Annotated[list[Path], typer.Argument(help="Audio files or folders of audio files.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Saved model folder or hub id.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Saved model folder or hub id (default: the built-in model).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips (or windows of long audio) per batch.")] = 8,
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt, json, srt or vtt.")] = "txt",
     output_dir: Annotated[Path | None, typer.Option(help="Write FILE_STEM.FORMAT here instead of printing.")] = None,
@@ -145,7 +157,6 @@ def transcribe(
     from tqdm.auto import tqdm
 
     from .audio import AudioError, load_audio
-    from .model import ASRModel
     from .transcribe import format_transcript, transcribe_arrays
 
     if fmt not in FORMATS:
@@ -157,8 +168,6 @@ def transcribe(
             "--stream prints plain text as it comes; it does not combine with --format, --output-dir or "
             "--segment stride"
         )
-    if model is None:
-        raise UserError("--model is required until the built-in default model ships: give a saved model folder")
     files = _audio_files(inputs)
     if not files:
         raise UserError("no audio files found in " + ", ".join(map(str, inputs)))
@@ -167,10 +176,7 @@ def transcribe(
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot create output folder {output_dir}: {err.strerror}") from None
-    try:
-        asr = ASRModel.from_pretrained(model)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"cannot load model {model!r}: {err}") from None
+    asr = _load_model(model)
 
     failed, good = 0, []
     for path in files:
@@ -215,6 +221,49 @@ def transcribe(
                 typer.echo(text, nl=False)
     if failed:
         raise typer.Exit(2)
+
+
+# --------------------------------------------------------------------------------------------- serve, demo
+@app.command()
+def serve(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Saved model folder or hub id (default: the built-in model).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="TINY_AUDIO_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/*.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Most concurrent requests transcribed together.")] = 8,
+    max_wait_ms: Annotated[float, typer.Option(min=0.0, help="How long a request waits for company.")] = 10.0,
+    max_upload_mb: Annotated[float, typer.Option(min=0.0, help="Larger uploads get 413.")] = 25.0,
+    max_audio_s: Annotated[float, typer.Option(min=0.0, help="Longer audio gets 400.")] = 3600.0,
+    name: Annotated[str | None, typer.Option(help="Model id reported by /v1/models.")] = None,
+) -> None:
+    """Serve an OpenAI-compatible API: POST /v1/audio/transcriptions, GET /v1/models, GET /health."""
+    from .server import ServerConfig
+    from .server import serve as run_server
+
+    try:
+        import fastapi  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        missing = err.name
+        raise UserError(
+            f"the server needs the serve extra: pip install 'tiny-audio[serve]' ({missing} missing)"
+        ) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it can use it", err=True)
+    asr = _load_model(model)
+    label = name or (Path(model).name if model else "tiny-audio-default")
+    config = ServerConfig(
+        host=host, port=port, api_key=api_key, model_name=label, batch_size=batch_size, max_wait_ms=max_wait_ms,
+        max_upload_mb=max_upload_mb, max_audio_s=max_audio_s,
+    )  # fmt: skip
+    run_server(asr, config)
 
 
 # ---------------------------------------------------------------------------------------------------- eval

@@ -9,7 +9,6 @@ Shapes: B batch, L prompt tokens, T encoder frames, C encoder width, N projected
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 from transformers.dynamic_module_utils import get_relative_import_files
 
 from .backbones import NAMED, backbone_config, resolve
@@ -225,10 +224,15 @@ class ASRModel(PreTrainedModel):
         per_second = options.pop("max_new_tokens_per_second", None)
         if per_second:
             # Each audio position covers stack_size encoder frames of 20 ms (Whisper, wav2vec2, HuBERT alike).
-            longest = (input_ids == self.config.audio_token_id).sum(-1).max().item()
-            seconds = longest * self.config.projector_stack_size * 0.02
-            limit = math.ceil(per_second * seconds) + 8
-            options["max_new_tokens"] = min(options.get("max_new_tokens") or limit, limit)
+            seconds = (input_ids == self.config.audio_token_id).sum(-1) * self.config.projector_stack_size * 0.02
+            limits = torch.ceil(per_second * seconds).long() + 8
+            if options.get("max_new_tokens"):
+                limits = limits.clamp(max=options["max_new_tokens"])
+            options["max_new_tokens"] = int(limits.max())
+            if len(limits) > 1 and options.get("num_beams", 1) == 1:  # each row stops at its own limit
+                options["stopping_criteria"] = StoppingCriteriaList(
+                    [*options.get("stopping_criteria", []), _RowLimits(limits)]
+                )
         if not options.get("do_sample"):
             options.pop("temperature", None)  # only meaningful when sampling; avoids a warning
         if self._processor is not None:
@@ -344,6 +348,17 @@ class ASRModel(PreTrainedModel):
         return model.eval()
 
 
+class _RowLimits(StoppingCriteria):
+    """Stops each row of a batch at its own token limit, so a clip gets the same output alone or batched."""
+
+    def __init__(self, limits: torch.Tensor):
+        self.limits = limits
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        # Generation from inputs_embeds returns new tokens only, so the length so far is the count of new tokens.
+        return input_ids.shape[1] >= self.limits.to(input_ids.device)
+
+
 def count_parameters(config: ASRConfig) -> dict[str, dict[str, int]]:
     """Parameter counts per component from configs alone: the model is built on the meta device, so nothing is
     downloaded or allocated. Missing nested configs come from a folder, the bundled copies or the hub."""
@@ -386,7 +401,14 @@ def _load_weights(model: ASRModel, state: dict[str, torch.Tensor], full: bool) -
     model.load_state_dict(state, strict=False)
 
 
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"  # the built-in model, shipped in the package
+
+
 def _resolve_folder(name_or_path: str | os.PathLike, **kwargs: Any) -> Path:
+    if str(name_or_path) == "default":
+        if not (DEFAULT_MODEL_DIR / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"the built-in default model is missing from this install ({DEFAULT_MODEL_DIR})")
+        return DEFAULT_MODEL_DIR
     path = Path(name_or_path)
     if path.is_dir():
         return path
