@@ -101,3 +101,48 @@ def test_relative_backbone_folders_load_from_another_directory(backbones, tmp_pa
     model.save_pretrained(tmp_path / "m")
     monkeypatch.chdir(tmp_path)
     assert ASRModel.from_pretrained(tmp_path / "m").config.audio_model_id == str(Path(audio_dir).resolve())
+
+
+HANDLER = """
+import base64, json, sys
+sys.path.insert(0, sys.argv[1])
+from handler import EndpointHandler
+
+handler = EndpointHandler(sys.argv[1])
+audio = open(sys.argv[2], "rb").read()
+out = {
+    "bytes": handler({"inputs": audio, "parameters": {"max_new_tokens": 5}}),
+    "base64": handler({"inputs": base64.b64encode(audio).decode(), "parameters": {"max_new_tokens": 5}}),
+    "list": handler({"inputs": [audio, audio], "parameters": {"max_new_tokens": 5, "return_timestamps": True}}),
+    "tiny_audio_imported": any(m == "tiny_audio" or m.startswith("tiny_audio.") for m in sys.modules),
+}
+for bad in ({"inputs": "not base64!"}, {"parameters": {}}, {"inputs": b"not audio"}):
+    try:
+        handler(bad)
+    except ValueError as err:
+        out.setdefault("errors", []).append(str(err))
+print(json.dumps(out))
+"""
+
+
+def test_saved_folder_carries_an_endpoint_handler(saved_model, tmp_path):
+    model, folder = saved_model
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, tone(1.3), 16000)
+    assert (folder / "handler.py").is_file()
+    result = subprocess.run(
+        [sys.executable, "-c", HANDLER, str(folder), str(wav)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    expected = ASRPipeline(model=model, device="cpu")(str(wav), max_new_tokens=5)["text"]
+    assert out["bytes"] == out["base64"] == {"text": expected}
+    assert [r["text"] for r in out["list"]] == [expected, expected] and out["list"][0]["chunks"][0]["timestamp"]
+    assert not out["tiny_audio_imported"]  # the stock endpoint container has only transformers
+    assert len(out["errors"]) == 3 and "base64" in out["errors"][0] and "no audio" in out["errors"][1]
+    assert "not a readable audio file" in out["errors"][2]

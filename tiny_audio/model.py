@@ -316,6 +316,10 @@ class ASRModel(PreTrainedModel):
             source = Path(sys.modules[module].__file__)
             for needed in [source, *map(Path, get_relative_import_files(str(source)))]:
                 (folder / needed.name).write_bytes(needed.read_bytes())
+        # An Inference Endpoints handler, so the uploaded repo also deploys as an endpoint as is.
+        from . import handler
+
+        (folder / "handler.py").write_bytes(Path(handler.__file__).read_bytes())
         processor.save_pretrained(folder)
 
     @classmethod
