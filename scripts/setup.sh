@@ -21,4 +21,9 @@ if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v ap
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng flite) >/dev/null 2>&1 \
     || echo "note: could not install espeak-ng/flite; synthetic speech tests will be skipped" >&2
 fi
+# Headless Chromium for the demo page test (Playwright drives the system browser; it downloads none).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "note: could not install chromium; the browser test of the demo will be skipped" >&2
+fi
 export PATH="$VENV/bin:$PATH"

@@ -266,6 +266,29 @@ def serve(
     run_server(asr, config)
 
 
+@app.command()
+def demo(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Saved model folder or hub id (default: the built-in model).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the page to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 7860,
+    share: Annotated[
+        bool, typer.Option("--share", help="Also open a public gradio.live link (needs network).")
+    ] = False,
+) -> None:
+    """A web page to try a model: upload or record audio, set options, read the transcript and timing."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UserError("the demo needs the demo extra: pip install 'tiny-audio[demo]' (gradio missing)") from None
+    from .demo import build_demo
+
+    asr = _load_model(model)
+    title = f"Tiny Audio: {Path(model).name if model else 'built-in default model'}"
+    build_demo(asr, title=title).launch(server_name=host, server_port=port, share=share)
+
+
 # ---------------------------------------------------------------------------------------------------- eval
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in text.strip("/")).strip("-")[-80:] or "model"
