@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +245,21 @@ class ASRModel(PreTrainedModel):
         return self.language_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=True, **options
         )
+
+    def quantize_int8(self) -> ASRModel:
+        """A CPU inference option: fold LoRA into the base weights, then int8 dynamic quantization of every Linear
+        layer (weights stored int8, activations quantized per batch on the fly). For inference only."""
+        from peft import PeftModel
+        from torch.ao.quantization import quantize_dynamic
+
+        for name in COMPONENTS:
+            module = getattr(self, name)
+            if isinstance(module, PeftModel):
+                module = module.merge_and_unload()
+            with warnings.catch_warnings():  # torch marks quantized tensor creation as deprecated; it still works
+                warnings.simplefilter("ignore")
+                setattr(self, name, quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8))
+        return self.eval()
 
     # ------------------------------------------------------------------------------------------ reporting
     def parameter_report(self) -> dict[str, dict[str, int]]:
