@@ -16,7 +16,6 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from tiny_audio.hub import model_card
@@ -24,12 +23,28 @@ from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
 from tiny_audio.train import last_complete_checkpoint
 
 
+def refresh_code(target: Path) -> None:
+    """Rewrite the code, handler and processor files of a saved folder from today's package (weights kept)."""
+    from tiny_audio.model import ASRModel
+
+    weights = (target / WEIGHTS_NAME).read_bytes()
+    ASRModel.from_pretrained(target).save_pretrained(target)
+    (target / WEIGHTS_NAME).write_bytes(weights)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="the training run's output folder (holds final/)")
+    parser.add_argument("run", type=Path, nargs="?", help="the training run's output folder (holds final/)")
     parser.add_argument("--results", type=Path, action="append", default=[], help="results.json of dev evals")
     parser.add_argument("--target", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--refresh", action="store_true", help="only rewrite the shipped folder's code copies")
     args = parser.parse_args()
+    if args.refresh:
+        refresh_code(args.target)
+        print(f"refreshed the code in {args.target}")
+        return
+    if args.run is None:
+        parser.error("give the training run's folder (or --refresh)")
     final = args.run / "final"
     if not (final / WEIGHTS_NAME).is_file():
         raise SystemExit(f"{final}: no finished model (training not complete?)")
@@ -42,28 +57,23 @@ def main() -> None:
     state = load_file(str(final / WEIGHTS_NAME))
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     save_file(half, str(args.target / WEIGHTS_NAME), metadata={"format": "pt", "stored_as": "float16"})
+    refresh_code(args.target)  # the run saved the code of its day; ship today's
 
     evidence = args.target / "training"
     evidence.mkdir()
     checkpoint = last_complete_checkpoint(args.run)
     history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"] if checkpoint else []
-    final_state = args.run / "log_history.json"
-    if final_state.is_file():  # written at the end of the run: includes the last steps and final eval
-        history = json.loads(final_state.read_text())
     (evidence / "log_history.json").write_text(json.dumps(history, indent=1) + "\n")
-    for name in ("curves.png",):
-        if (args.run / name).is_file():
-            shutil.copy2(args.run / name, evidence / name)
+    if (args.run / "curves.png").is_file():
+        shutil.copy2(args.run / "curves.png", evidence / "curves.png")
     results = []
     for path in args.results:
-        data = json.loads(path.read_text())
         shutil.copy2(path, evidence / f"dev_{path.parent.name}.json")
-        results.append(data)
+        results.append(json.loads(path.read_text()))
     card = model_card(args.target, results=results or None, repo_id="tiny-audio/default")
     (args.target / "README.md").write_text(card)
     size = sum(p.stat().st_size for p in args.target.rglob("*") if p.is_file())
-    print(f"shipped {final} -> {args.target} ({size / 2**20:.1f} MiB, {len(state)} tensors as float16)")
-    assert torch.equal(load_file(str(args.target / WEIGHTS_NAME))[next(iter(state))], half[next(iter(state))])
+    print(f"shipped {final} -> {args.target} ({size / 2**20:.1f} MiB; {len(state)} trained tensors as float16)")
 
 
 if __name__ == "__main__":

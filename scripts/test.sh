@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-ruff check tiny_audio tests benchmarks
-ruff format --check tiny_audio tests benchmarks
+ruff check tiny_audio tests benchmarks scripts
+ruff format --check tiny_audio tests benchmarks scripts
 python -m pytest "$@"

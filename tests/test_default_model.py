@@ -1,0 +1,80 @@
+"""The built-in default model shipped in the package: present, small, consistent with its recipe, and working.
+
+These load the real offline backbones (Whisper base, SmolLM2-135M-Instruct), so they take a minute on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from tiny_audio import ASRModel
+from tiny_audio.audio import BUNDLED_SAMPLE
+from tiny_audio.evaluate import word_error_rate
+from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
+from tiny_audio.presets import load_preset
+from tiny_audio.transcribe import transcribe
+
+JFK = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+@pytest.fixture(scope="module")
+def default_model() -> ASRModel:
+    return ASRModel.from_pretrained("default")
+
+
+def test_shipped_files_are_small_and_match_the_recipe():
+    folder = DEFAULT_MODEL_DIR
+    assert (folder / WEIGHTS_NAME).stat().st_size < 40 * 2**20  # projector + LoRA only, float16
+    config = json.loads((folder / "config.json").read_text())
+    assert config["audio_model_id"] == "whisper-base" and config["text_model_id"] == "smollm2-135m-instruct"
+    assert not config.get("base_weights_included")
+    # The recipe beside the weights is the shipped `default` preset, and its evidence is there.
+    recipe = yaml.safe_load((folder / "train_config.yaml").read_text())
+    preset = load_preset("default", [])
+    for key in ("projector_stack_size", "projector_hidden_dim", "decoder_lora_rank", "decoder_lora_alpha"):
+        assert recipe["model"][key] == preset["model"][key] == config[key], key
+    assert recipe["training"]["num_train_epochs"] == preset["training"]["num_train_epochs"]
+    assert recipe["augment"] == preset["augment"]
+    history = json.loads((folder / "training" / "log_history.json").read_text())
+    assert any("eval_loss" in h for h in history) and history[-1]["step"] > 0
+    assert (folder / "training" / "curves.png").stat().st_size > 10_000
+    assert list((folder / "training").glob("dev_*.json")), "the dev results of the shipped model"
+    # The code copies in the folder (used by trust_remote_code) are today's code, not a stale snapshot.
+    for copy in folder.glob("*.py"):
+        source = DEFAULT_MODEL_DIR.parent / copy.name
+        assert copy.read_text() == source.read_text(), f"{copy.name} is stale: rerun scripts/ship_default.py"
+
+
+def test_main_command_transcribes_the_bundled_sample_offline():
+    result = subprocess.run(
+        [sys.executable, "-m", "tiny_audio", "transcribe", str(BUNDLED_SAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert word_error_rate([JFK], [result.stdout])["wer"] <= 0.1, result.stdout
+
+
+def test_silence_and_low_noise_give_no_words(default_model):
+    rng = np.random.default_rng(0)
+    silence = np.zeros(10 * 16000, np.float32)
+    noise = (0.01 * rng.standard_normal(10 * 16000)).astype(np.float32)  # -40 dBFS: passes the silence gate
+    results = transcribe(default_model, [silence, noise])
+    assert results[0].text == ""
+    assert len(results[1].text.split()) <= 1, results[1].text
+
+
+def test_transformers_pipeline_loads_the_shipped_folder(default_model):
+    from transformers import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(DEFAULT_MODEL_DIR), trust_remote_code=True)
+    text = asr(str(BUNDLED_SAMPLE))["text"]
+    assert text == transcribe(default_model, [BUNDLED_SAMPLE])[0].text
