@@ -245,3 +245,26 @@ def test_int8_dynamic_quantization_keeps_the_text_close(make_model, clips):
     assert quantized.shape == plain.shape
     # Tolerance: with random weights the logits are nearly flat, so int8 rounding may flip a few tokens.
     assert (quantized == plain).float().mean() >= 0.5
+
+
+def test_kv_cache_and_static_cache_give_the_plain_path_s_tokens(make_model, clips):
+    """Fast paths, exact tolerance: greedy tokens with the dynamic KV cache (default) and with a static cache
+    equal those of recomputing the whole sequence at every step."""
+    model = make_model()
+    batch = model.processor(clips)
+    options = {"max_new_tokens": 6, "min_new_tokens": 6}
+    plain = model.generate(**batch, **options, use_cache=False)
+    assert torch.equal(model.generate(**batch, **options), plain)
+    assert torch.equal(model.generate(**batch, **options, cache_implementation="static"), plain)
+
+
+def test_sdpa_attention_gives_eager_attention_s_tokens(make_model, clips):
+    """SDPA (the default) against the reference eager attention, in both backbones: the same greedy tokens."""
+    model = make_model()
+    batch = model.processor(clips)
+    options = {"max_new_tokens": 6, "min_new_tokens": 6}
+    assert model.language_model.config._attn_implementation == "sdpa"
+    fast = model.generate(**batch, **options)
+    model.language_model.set_attn_implementation("eager")
+    model.audio_tower.set_attn_implementation("eager")
+    assert torch.equal(model.generate(**batch, **options), fast)

@@ -242,9 +242,8 @@ class ASRModel(PreTrainedModel):
         vocab = self.get_input_embeddings().num_embeddings
         if self.config.audio_token_id is not None and self.config.audio_token_id < vocab:
             options.setdefault("suppress_tokens", [self.config.audio_token_id])
-        return self.language_model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=True, **options
-        )
+        options.setdefault("use_cache", True)  # the KV cache: each new token attends to stored keys and values
+        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
 
     def quantize_int8(self) -> ASRModel:
         """A CPU inference option: fold LoRA into the base weights, then int8 dynamic quantization of every Linear

@@ -4,6 +4,7 @@
     load_recognizer("faster-whisper:base")      # offline Whisper base run by faster-whisper (int8, greedy)
     load_recognizer("faster-whisper:base:float32")
     load_recognizer("pocketsphinx")             # CMU PocketSphinx with its bundled English model
+    load_recognizer("default:int8")             # a Tiny Audio model, int8 dynamic quantization (CPU)
 
 Each has `name`, `transcribe(arrays) -> texts` (16 kHz mono float32) and `describe() -> dict`.
 """
@@ -125,4 +126,6 @@ def load_recognizer(spec: str) -> Any:
         return FasterWhisperRecognizer(parts[1], parts[2] if len(parts) > 2 else "int8")
     if spec == "pocketsphinx":
         return PocketSphinxRecognizer()
+    if spec.endswith(":int8"):  # a Tiny Audio model with int8 dynamic quantization (CPU)
+        return TinyAudioRecognizer(spec[: -len(":int8")], quantize="int8")
     return TinyAudioRecognizer(spec)
