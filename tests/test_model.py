@@ -268,3 +268,12 @@ def test_sdpa_attention_gives_eager_attention_s_tokens(make_model, clips):
     model.language_model.set_attn_implementation("eager")
     model.audio_tower.set_attn_implementation("eager")
     assert torch.equal(model.generate(**batch, **options), fast)
+
+
+def test_audio_embeddings_start_at_the_llm_embedding_scale(make_model, clips):
+    model = make_model()
+    table = model.get_input_embeddings().weight
+    expected = table.pow(2).mean(-1).sqrt().mean()
+    with torch.no_grad():
+        frames = model.projector(torch.randn(2, 50, model.config.audio_config.hidden_size))
+    assert torch.allclose(frames.pow(2).mean(-1).sqrt().mean(), expected, rtol=1e-3)

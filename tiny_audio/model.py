@@ -77,6 +77,13 @@ class ASRModel(PreTrainedModel):
             norm_eps=config.projector_norm_eps,
             dropout=config.projector_dropout,
         )
+        if config.projector_norm and pretrained and config.text_model_id:
+            # Start the audio embeddings at the scale of the LLM's own token embeddings (SmolLM2-135M: RMS 0.13),
+            # not RMSNorm's 1.0. Seven times too large, they swamp the residual stream at the audio positions, and
+            # the norm's weight barely moves in training (it stayed at 1.00 for 300 steps at lr 1e-3).
+            with torch.no_grad():
+                table = language_model.get_input_embeddings().weight
+                self.projector.norm_post.weight.fill_(float(table.float().pow(2).mean(-1).sqrt().mean()))
         self.audio_tower.requires_grad_(False)
         language_model.requires_grad_(False)
         config.encoder_lora_target_modules = encoder_lora_targets(
