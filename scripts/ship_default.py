@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from tiny_audio.hub import model_card
 from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
-from tiny_audio.train import last_complete_checkpoint
+from tiny_audio.train import last_complete_checkpoint, plot_curves
 
 
 def refresh_code(target: Path) -> None:
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, action="append", default=[], help="results.json of dev evals")
     parser.add_argument("--target", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--refresh", action="store_true", help="only rewrite the shipped folder's code copies")
+    parser.add_argument("--checkpoint", action="store_true", help="no final/ yet: ship the last complete checkpoint")
     args = parser.parse_args()
     if args.refresh:
         refresh_code(args.target)
@@ -47,12 +48,17 @@ def main() -> None:
         parser.error("give the training run's folder (or --refresh)")
     final = args.run / "final"
     if not (final / WEIGHTS_NAME).is_file():
-        raise SystemExit(f"{final}: no finished model (training not complete?)")
+        if not args.checkpoint:
+            raise SystemExit(f"{final}: no finished model (training not complete? --checkpoint ships the last one)")
+        final = last_complete_checkpoint(args.run)
+        if final is None:
+            raise SystemExit(f"{args.run}: no complete checkpoint either")
     if args.target.exists():
         shutil.rmtree(args.target)
     args.target.mkdir(parents=True)
+    trainer_files = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin", "rng_")
     for item in final.iterdir():
-        if item.is_file() and item.name != WEIGHTS_NAME:
+        if item.is_file() and item.name != WEIGHTS_NAME and not item.name.startswith(trainer_files):
             shutil.copy2(item, args.target / item.name)
     state = load_file(str(final / WEIGHTS_NAME))
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -63,9 +69,14 @@ def main() -> None:
     evidence.mkdir()
     checkpoint = last_complete_checkpoint(args.run)
     history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"] if checkpoint else []
+    if final.name.startswith("checkpoint-"):  # only the steps up to the shipped weights
+        step = int(final.name.split("-")[1])
+        history = [h for h in history if h.get("step", 0) <= step]
     (evidence / "log_history.json").write_text(json.dumps(history, indent=1) + "\n")
-    if (args.run / "curves.png").is_file():
+    if (args.run / "curves.png").is_file() and final.name == "final":
         shutil.copy2(args.run / "curves.png", evidence / "curves.png")
+    else:
+        plot_curves(history, evidence / "curves.png")
     results = []
     for path in args.results:
         shutil.copy2(path, evidence / f"dev_{path.parent.name}.json")
