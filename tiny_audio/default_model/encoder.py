@@ -1,0 +1,118 @@
+"""The audio tower: loading any transformers speech encoder and running it on padded batches.
+
+Two families are supported:
+- waveform encoders (HuBERT, Wav2Vec2, WavLM, Data2VecAudio): input B, S samples, 50 frames/s out;
+- the Whisper encoder: input B, M mels, F frames (100/s), 50 frames/s out. It runs on the real length of the
+  audio (position table sliced) instead of padding to 30 s, about 4x cheaper on short clips; padded positions
+  are masked so a clip gives the same frames alone or inside a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig
+from transformers.masking_utils import create_bidirectional_mask
+
+from .backbones import resolve
+
+WHISPER_HOP_LENGTH = 160  # samples per mel frame at 16 kHz
+# WavLM's attention hands these weights straight to F.multi_head_attention_forward, never calling the modules,
+# so a LoRA adapter on them would train but change nothing.
+LORA_BYPASSED = {"wavlm": ("q_proj", "k_proj", "v_proj", "out_proj")}
+
+
+def encoder_lora_targets(config: PreTrainedConfig, requested: list[str] | None) -> list[str]:
+    """The encoder modules to adapt: the request, or the family's default (attention q,k; WavLM: feed-forward)."""
+    bypassed = LORA_BYPASSED.get(config.model_type, ())
+    if requested is None:
+        return ["feed_forward.intermediate_dense", "feed_forward.output_dense"] if bypassed else ["q_proj", "k_proj"]
+    useless = [t for t in requested if t.split(".")[-1] in bypassed]
+    if useless:
+        raise ValueError(
+            f"LoRA on {', '.join(useless)} would have no effect in a {config.model_type} encoder (its attention "
+            "reads those weights directly); target feed_forward.intermediate_dense,feed_forward.output_dense instead"
+        )
+    return list(requested)
+
+
+def is_whisper(config: PreTrainedConfig) -> bool:
+    """True for Whisper-style (log-mel input) encoders."""
+    return config.model_type in ("whisper",)
+
+
+def feature_length(config: PreTrainedConfig, num_samples: int) -> int:
+    """Length of the feature-extractor output for `num_samples` of audio (mel frames or samples)."""
+    return num_samples // WHISPER_HOP_LENGTH if is_whisper(config) else num_samples
+
+
+def encoder_output_length(config: PreTrainedConfig, feature_lengths: torch.Tensor | int) -> torch.Tensor | int:
+    """Number of encoder frames for the given feature lengths (follows the encoder's conv stack)."""
+    lengths = feature_lengths
+    if is_whisper(config):
+        return (lengths - 1) // 2 + 1  # conv2: kernel 3, stride 2, padding 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        lengths = (lengths - kernel) // stride + 1
+    return lengths
+
+
+def audio_tower_from_config(config: PreTrainedConfig) -> nn.Module:
+    """Build the encoder with random weights (or on the meta device) from its config alone."""
+    if is_whisper(config):
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        return WhisperEncoder(config)
+    return AutoModel.from_config(config)
+
+
+def load_audio_tower(model_id: str, dtype: torch.dtype | None = None) -> nn.Module:
+    """Load a pretrained encoder from a hub id, local folder or backbone name (encoder only, heads dropped)."""
+    model_id = resolve(model_id)
+    config = AutoConfig.from_pretrained(model_id)
+    if is_whisper(config):
+        from transformers import WhisperModel
+
+        # Whisper checkpoints hold encoder and decoder; load the pair and keep the encoder.
+        return WhisperModel.from_pretrained(model_id, dtype=dtype).get_encoder()
+    # For HuBERT/Wav2Vec2 CTC checkpoints AutoModel strips the CTC head and keeps the base model.
+    return AutoModel.from_pretrained(model_id, dtype=dtype)
+
+
+def _whisper_forward(tower: nn.Module, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Whisper encoder on the real length: B, M, F mels -> B, ceil(F/2), C frames; padded frames masked."""
+    max_positions = tower.embed_positions.num_embeddings
+    frame_mask = torch.arange(features.shape[-1], device=features.device)[None] < lengths[:, None]  # B, F
+    # Zero the padding between the convolutions so the last real frames see the same zeros as an unpadded clip.
+    x = features * frame_mask[:, None, :].to(features.dtype)
+    x = nn.functional.gelu(tower.conv1(x)) * frame_mask[:, None, :].to(features.dtype)  # B, C, F
+    x = nn.functional.gelu(tower.conv2(x)).permute(0, 2, 1)  # B, F/2, C
+    t = x.shape[1]
+    if t > max_positions:
+        raise ValueError(
+            f"The Whisper encoder takes at most {max_positions / 50:.0f} s of audio at once, got {t / 50:.1f} s; "
+            "split long audio into chunks (chunk_length_s)."
+        )
+    x = x + tower.embed_positions.weight[:t].to(x.dtype)
+    x = nn.functional.dropout(x, p=tower.dropout, training=tower.training)
+    out_mask = torch.arange(t, device=x.device)[None] < encoder_output_length(tower.config, lengths)[:, None]
+    attention_mask = create_bidirectional_mask(config=tower.config, inputs_embeds=x, attention_mask=out_mask)
+    for layer in tower.layers:
+        x = layer(x, attention_mask)
+    return tower.layer_norm(x)
+
+
+def encode_audio(
+    tower: nn.Module, features: torch.Tensor, feature_lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the audio tower on a padded batch. Returns frames B, T, C and the valid frame count per item."""
+    config = tower.config
+    out_lengths = encoder_output_length(config, feature_lengths)
+    if is_whisper(config):
+        return _whisper_forward(tower, features, feature_lengths), out_lengths
+    if getattr(config, "feat_extract_norm", "layer") == "group":
+        # Group-norm feature encoders (wav2vec2-base style) normalise over the padded time axis, so padding
+        # changes their output; run each clip alone at its real length to stay exact.
+        frames = [tower(features[i : i + 1, : int(n)]).last_hidden_state[0] for i, n in enumerate(feature_lengths)]
+        return nn.utils.rnn.pad_sequence(frames, batch_first=True), out_lengths
+    mask = torch.arange(features.shape[-1], device=features.device)[None] < feature_lengths[:, None]
+    return tower(features, attention_mask=mask.long()).last_hidden_state, out_lengths

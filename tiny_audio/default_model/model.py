@@ -1,0 +1,446 @@
+"""ASRModel: audio_tower -> projector -> language_model, as a transformers PreTrainedModel.
+
+The audio placeholder in the prompt is expanded (by ASRProcessor) to one token per projected frame; here those
+positions are filled with the projected frames by masked_scatter. Only the projector and LoRA weights are trained
+and, by default, saved; the backbones are loaded again from the ids (hub or folder) named in the config.
+
+Shapes: B batch, L prompt tokens, T encoder frames, C encoder width, N projected frames of a clip, D LLM width.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
+from transformers.dynamic_module_utils import get_relative_import_files
+
+from .backbones import NAMED, backbone_config, resolve
+from .config import ASRConfig
+from .encoder import audio_tower_from_config, encode_audio, encoder_lora_targets, load_audio_tower
+from .lora import apply_lora, lora_state_dict, merged_state_dict
+from .processor import ASRProcessor
+from .projector import Projector
+
+WEIGHTS_NAME = "model.safetensors"
+PIPELINE_TASK = "automatic-speech-recognition"
+COMPONENTS = ("audio_tower", "projector", "language_model")
+
+
+class ASRModel(PreTrainedModel):
+    """Speech recognizer: any transformers audio encoder + a trainable projector + any causal LM."""
+
+    config_class = ASRConfig
+    base_model_prefix = "tiny_audio"
+    main_input_name = "input_features"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def __init__(self, config: ASRConfig, load_backbones: bool = True, dtype: torch.dtype | None = None):
+        """Build the model. With `load_backbones`, backbones named by id/folder load pretrained weights;
+        otherwise (or without ids) they are built from the nested configs with random weights."""
+        super().__init__(config)
+        pretrained = load_backbones and not config.base_weights_included
+        dtype = dtype or torch.float32
+
+        # audio_tower: frozen encoder (LoRA may be added below)
+        if pretrained and config.audio_model_id:
+            self.audio_tower = load_audio_tower(config.audio_model_id, dtype=dtype)
+            config.audio_config = self.audio_tower.config
+        elif config.audio_config is not None:
+            self.audio_tower = audio_tower_from_config(config.audio_config)
+        else:
+            raise ValueError("ASRConfig needs audio_model_id (hub id or folder) or audio_config")
+
+        # language_model: frozen causal LM (LoRA may be added below)
+        if pretrained and config.text_model_id:
+            language_model = AutoModelForCausalLM.from_pretrained(resolve(config.text_model_id), dtype=dtype)
+            config.text_config = language_model.config
+        elif config.text_config is not None:
+            language_model = AutoModelForCausalLM.from_config(config.text_config)
+        else:
+            raise ValueError("ASRConfig needs text_model_id (hub id or folder) or text_config")
+
+        self.projector = Projector(
+            encoder_dim=config.audio_config.hidden_size,
+            llm_dim=config.text_config.hidden_size,
+            stack_size=config.projector_stack_size,
+            hidden_dim=config.projector_hidden_dim,
+            norm=config.projector_norm,
+            norm_eps=config.projector_norm_eps,
+            dropout=config.projector_dropout,
+        )
+        if config.projector_norm and pretrained and config.text_model_id:
+            # Start the audio embeddings at the scale of the LLM's own token embeddings (SmolLM2-135M: RMS 0.13),
+            # not RMSNorm's 1.0. Seven times too large, they swamp the residual stream at the audio positions, and
+            # the norm's weight barely moves in training (it stayed at 1.00 for 300 steps at lr 1e-3).
+            with torch.no_grad():
+                table = language_model.get_input_embeddings().weight
+                self.projector.norm_post.weight.fill_(float(table.float().pow(2).mean(-1).sqrt().mean()))
+        self.audio_tower.requires_grad_(False)
+        language_model.requires_grad_(False)
+        config.encoder_lora_target_modules = encoder_lora_targets(
+            config.audio_config, config.encoder_lora_target_modules
+        )
+        self.audio_tower = apply_lora(
+            self.audio_tower,
+            config.encoder_lora_rank,
+            config.encoder_lora_alpha,
+            config.encoder_lora_dropout,
+            config.encoder_lora_target_modules,
+        )
+        self.language_model = apply_lora(
+            language_model,
+            config.decoder_lora_rank,
+            config.decoder_lora_alpha,
+            config.decoder_lora_dropout,
+            config.decoder_lora_target_modules,
+            task_type="CAUSAL_LM",
+        )
+        self._processor: ASRProcessor | None = None
+        self.post_init()
+
+    def init_weights(self) -> None:
+        """Nothing to do: the backbones arrive initialised (pretrained or by their own constructors) and the
+        projector initialises itself. transformers' default would re-initialise and re-tie the loaded backbones."""
+
+    def train(self, mode: bool = True) -> ASRModel:
+        """Training mode for what trains; a frozen audio tower stays in eval mode, so its dropout and built-in
+        SpecAugment (HuBERT/Wav2Vec2 configs enable it) never change the frames it gives, which then match
+        inference and the feature cache."""
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.audio_tower.parameters()):
+            self.audio_tower.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------------- processor
+    @property
+    def processor(self) -> ASRProcessor:
+        """The matching ASRProcessor (built from the backbones on first use, or loaded with the model)."""
+        if self._processor is None:
+            self._processor = ASRProcessor.from_config(self.config)
+        return self._processor
+
+    @processor.setter
+    def processor(self, value: ASRProcessor) -> None:
+        self._processor = value
+
+    # --------------------------------------------------------------------------------------------- forward
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def encode_audio(
+        self,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        audio_frames: torch.Tensor | None = None,
+        audio_frame_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encode (or take precomputed encoder frames B, T, C with their lengths) and project a padded batch;
+        returns the valid projected frames of all clips in batch order, shape sum(N), D."""
+        return self._project_audio(input_features, audio_attention_mask, audio_frames, audio_frame_lengths)[0]
+
+    def _project_audio(
+        self,
+        input_features: torch.Tensor | None,
+        audio_attention_mask: torch.Tensor | None,
+        audio_frames: torch.Tensor | None,
+        audio_frame_lengths: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected frames sum(N), D and the count N per clip."""
+        param = next(self.projector.parameters())
+        if audio_frames is None:
+            if input_features is None or audio_attention_mask is None:
+                raise ValueError("give input_features with audio_attention_mask, or audio_frames with their lengths")
+            feature_lengths = audio_attention_mask.sum(-1)
+            frames, frame_lengths = encode_audio(self.audio_tower, input_features.to(param.dtype), feature_lengths)
+        else:
+            frames, frame_lengths = audio_frames.to(param.dtype), audio_frame_lengths
+        # Zero frames past each clip's end so the last stack of K frames equals that of the clip alone.
+        valid = torch.arange(frames.shape[1], device=frames.device)[None] < frame_lengths[:, None]  # B, T
+        frames = frames * valid[..., None].to(frames.dtype)
+        projected = self.projector(frames)  # B, ceil(T/K), D
+        counts = self.projector.output_length(frame_lengths)  # B
+        keep = torch.arange(projected.shape[1], device=frames.device)[None] < counts[:, None]
+        return projected[keep], counts  # sum(N), D and B
+
+    def _embed(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        audio_frames: torch.Tensor | None = None,
+        audio_frame_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with the audio placeholder positions filled by projected frames: B, L, D."""
+        audio_embeds, counts = self._project_audio(
+            input_features, audio_attention_mask, audio_frames, audio_frame_lengths
+        )
+        audio_mask = input_ids == self.config.audio_token_id  # B, L
+        per_clip = audio_mask.sum(-1)
+        if per_clip.shape != counts.shape or not torch.equal(per_clip, counts):
+            raise ValueError(
+                f"audio placeholder tokens per clip {per_clip.tolist()} do not match the projected audio frames "
+                f"{counts.tolist()}; build inputs with ASRProcessor so the placeholder "
+                f"{self.config.audio_token!r} is expanded to the clip's length"
+            )
+        # The placeholder id may lie past the embedding table; look up a harmless id and overwrite it.
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(audio_mask, 0))  # B, L, D
+        return embeds.masked_scatter(audio_mask[..., None].expand_as(embeds), audio_embeds.to(embeds.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        audio_frames: torch.Tensor | None = None,
+        audio_frame_lengths: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        """Logits (and the loss on transcript tokens when `labels` is given) for a processed batch; cached
+        encoder frames (`audio_frames`, `audio_frame_lengths`) can stand in for the audio features."""
+        inputs_embeds = self._embed(
+            input_ids,
+            input_features=input_features,
+            audio_attention_mask=audio_attention_mask,
+            audio_frames=audio_frames,
+            audio_frame_lengths=audio_frame_lengths,
+        )
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        input_features: torch.Tensor,
+        audio_attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache."""
+        inputs_embeds = self._embed(input_ids, input_features=input_features, audio_attention_mask=audio_attention_mask)
+        options = {**self.config.generation_defaults, **generate_kwargs}
+        per_second = options.pop("max_new_tokens_per_second", None)
+        if per_second:
+            # Each audio position covers stack_size encoder frames of 20 ms (Whisper, wav2vec2, HuBERT alike).
+            seconds = (input_ids == self.config.audio_token_id).sum(-1) * self.config.projector_stack_size * 0.02
+            limits = torch.ceil(per_second * seconds).long() + 8
+            if options.get("max_new_tokens"):
+                limits = limits.clamp(max=options["max_new_tokens"])
+            options["max_new_tokens"] = int(limits.max())
+            if len(limits) > 1 and options.get("num_beams", 1) == 1:  # each row stops at its own limit
+                options["stopping_criteria"] = StoppingCriteriaList(
+                    [*options.get("stopping_criteria", []), _RowLimits(limits)]
+                )
+        if not options.get("do_sample"):
+            options.pop("temperature", None)  # only meaningful when sampling; avoids a warning
+        if self._processor is not None:
+            options.setdefault("eos_token_id", self._processor.eos_token_id)
+            options.setdefault("pad_token_id", self._processor.tokenizer.pad_token_id)
+        vocab = self.get_input_embeddings().num_embeddings
+        if self.config.audio_token_id is not None and self.config.audio_token_id < vocab:
+            options.setdefault("suppress_tokens", [self.config.audio_token_id])
+        options.setdefault("use_cache", True)  # the KV cache: each new token attends to stored keys and values
+        return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
+
+    def quantize_int8(self) -> ASRModel:
+        """A CPU inference option: fold LoRA into the base weights, then int8 dynamic quantization of every Linear
+        layer (weights stored int8, activations quantized per batch on the fly). For inference only."""
+        from peft import PeftModel
+        from torch.ao.quantization import quantize_dynamic
+
+        for name in COMPONENTS:
+            module = getattr(self, name)
+            if isinstance(module, PeftModel):
+                module = module.merge_and_unload()
+            with warnings.catch_warnings():  # torch marks quantized tensor creation as deprecated; it still works
+                warnings.simplefilter("ignore")
+                setattr(self, name, quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8))
+        return self.eval()
+
+    # ------------------------------------------------------------------------------------------ reporting
+    def parameter_report(self) -> dict[str, dict[str, int]]:
+        """Parameter counts per component: total, trainable, and LoRA."""
+        report = {}
+        for name in COMPONENTS:
+            params = dict(getattr(self, name).named_parameters())
+            report[name] = {
+                "total": sum(p.numel() for p in params.values()),
+                "trainable": sum(p.numel() for p in params.values() if p.requires_grad),
+                "lora": sum(p.numel() for n, p in params.items() if "lora_" in n),
+            }
+        report["total"] = {k: sum(r[k] for r in report.values()) for k in ("total", "trainable", "lora")}
+        return report
+
+    # --------------------------------------------------------------------------------------- save / load
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights that training changes: projector and every LoRA adapter."""
+        state = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
+        for name in ("audio_tower", "language_model"):
+            state.update({f"{name}.{k}": v for k, v in lora_state_dict(getattr(self, name)).items()})
+        return state
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        include_base_weights: bool = False,
+        merge_lora: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Write config, trained weights (safetensors), processor files and the model code to a folder.
+
+        With `include_base_weights` the backbones are written too, so the folder loads with no other file and no
+        network; `merge_lora` then folds the adapters into the base weights.
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        processor = self.processor  # registers the audio token id in the config before it is copied
+        config = ASRConfig.from_dict(self.config.to_dict())
+        for key in ("audio_model_id", "text_model_id"):
+            # A backbone given as a relative folder must still be found when loading from another directory.
+            value = getattr(config, key)
+            if value and value not in NAMED and Path(value).is_dir():
+                setattr(config, key, str(Path(value).resolve()))
+        if include_base_weights:
+            if merge_lora:
+                state = {}
+                for name in COMPONENTS:
+                    part = merged_state_dict(getattr(self, name))
+                    state.update({f"{name}.{k}": v for k, v in part.items()})
+                config.encoder_lora_rank = 0
+                config.decoder_lora_rank = 0
+            else:
+                state = self.state_dict()
+            config.base_weights_included = True
+        else:
+            state = self.trained_state_dict()
+        _save_weights(state, folder / WEIGHTS_NAME)
+
+        # Self-contained folder: the code beside the weights, found through auto_map and custom_pipelines.
+        from .pipeline import ASRPipeline
+
+        config.auto_map = {"AutoConfig": "config.ASRConfig", "AutoModel": "model.ASRModel"}
+        config.custom_pipelines = {
+            PIPELINE_TASK: {"impl": "pipeline.ASRPipeline", "pt": ["AutoModel"], "tf": [], "type": "audio"}
+        }
+        config.architectures = [type(self).__name__]
+        config.save_pretrained(folder)
+        for module in (type(self).__module__, ASRPipeline.__module__):
+            source = Path(sys.modules[module].__file__)
+            for needed in [source, *map(Path, get_relative_import_files(str(source)))]:
+                (folder / needed.name).write_bytes(needed.read_bytes())
+        # An Inference Endpoints handler, so the uploaded repo also deploys as an endpoint as is.
+        from . import handler
+
+        (folder / "handler.py").write_bytes(Path(handler.__file__).read_bytes())
+        processor.save_pretrained(folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        config: ASRConfig | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> ASRModel:
+        """Load a saved ASRModel from a folder or a hub repo: backbones from their ids (or the folder, when the
+        base weights were included), then the trained weights on top."""
+        folder = _resolve_folder(pretrained_model_name_or_path, **kwargs)
+        if not isinstance(config, ASRConfig):
+            config = ASRConfig.from_pretrained(folder)
+        if isinstance(dtype, str):
+            dtype = None if dtype == "auto" else getattr(torch, dtype)
+        model = cls(config, dtype=dtype)
+        weights = folder / WEIGHTS_NAME
+        if not weights.exists():
+            raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}: not a saved Tiny Audio model")
+        _load_weights(model, load_file(str(weights)), full=config.base_weights_included)
+        model.processor = ASRProcessor.from_pretrained(folder, config=model.config)
+        if dtype is not None:
+            model = model.to(dtype)
+        if device is not None:
+            model = model.to(device)
+        return model.eval()
+
+
+class _RowLimits(StoppingCriteria):
+    """Stops each row of a batch at its own token limit, so a clip gets the same output alone or batched."""
+
+    def __init__(self, limits: torch.Tensor):
+        self.limits = limits
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        # Generation from inputs_embeds returns new tokens only, so the length so far is the count of new tokens.
+        return input_ids.shape[1] >= self.limits.to(input_ids.device)
+
+
+def count_parameters(config: ASRConfig) -> dict[str, dict[str, int]]:
+    """Parameter counts per component from configs alone: the model is built on the meta device, so nothing is
+    downloaded or allocated. Missing nested configs come from a folder, the bundled copies or the hub."""
+    for key, id_key in (("audio_config", "audio_model_id"), ("text_config", "text_model_id")):
+        if getattr(config, key) is None and getattr(config, id_key):
+            setattr(config, key, backbone_config(getattr(config, id_key)))
+    with torch.device("meta"):
+        return ASRModel(config, load_backbones=False).parameter_report()
+
+
+def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    # safetensors refuses tensors that share memory (tied embeddings): keep the first name of each.
+    seen, unique = set(), {}
+    for key, tensor in state.items():
+        ident = (tensor.data_ptr(), tensor.shape, tensor.dtype)
+        if tensor.device.type != "meta" and ident in seen:
+            continue
+        seen.add(ident)
+        unique[key] = tensor.detach().contiguous().cpu()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(unique, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)  # never leave a half-written weights file
+
+
+def _load_weights(model: ASRModel, state: dict[str, torch.Tensor], full: bool) -> None:
+    expected = model.state_dict() if full else model.trained_state_dict()
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise ValueError(
+            f"the weights file has {len(unexpected)} tensors this model does not have (e.g. {unexpected[:3]}); "
+            "the config and the weights do not belong together"
+        )
+    missing = set(expected) - set(state)
+    if full:
+        # Tied weights (e.g. lm_head = embed_tokens) were saved once under their first name.
+        ptrs = {expected[k].data_ptr() for k in state}
+        missing = {k for k in missing if expected[k].data_ptr() not in ptrs}
+    if missing:
+        raise ValueError(f"the weights file lacks {len(missing)} tensors (e.g. {sorted(missing)[:3]})")
+    model.load_state_dict(state, strict=False)
+
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"  # the built-in model, shipped in the package
+
+
+def _resolve_folder(name_or_path: str | os.PathLike, **kwargs: Any) -> Path:
+    if str(name_or_path) == "default":
+        if not (DEFAULT_MODEL_DIR / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"the built-in default model is missing from this install ({DEFAULT_MODEL_DIR})")
+        return DEFAULT_MODEL_DIR
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists() or str(name_or_path).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model folder not found: {name_or_path}")
+    from huggingface_hub import snapshot_download
+
+    hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only") if kwargs.get(k) is not None}
+    return Path(snapshot_download(str(name_or_path), **hub))
