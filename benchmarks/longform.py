@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--stride-length-s", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/longform.json"))
+    parser.add_argument("--no-stride", action="store_true", help="skip the overlapping-windows run (slow on CPU)")
     args = parser.parse_args()
     data = args.data or shared_data_dir()
     manifest = data / "longform" / "manifest.jsonl" if data else None
@@ -54,11 +55,8 @@ def main() -> None:
         audio = load_audio(str(manifest.parent / row["audio"]))
         parts = [audio[int(p["start"] * RATE) : int(p["end"] * RATE)] for p in pieces_of(row)]
         runs = {}
-        for label, segment in (
-            ("whole, cut in pauses", "silence"),
-            ("whole, 5 s overlaps", "stride"),
-            ("pieces", None),
-        ):
+        modes = [("whole, cut in pauses", "silence"), ("whole, 5 s overlaps", "stride"), ("pieces", None)]
+        for label, segment in [m for m in modes if not (args.no_stride and m[1] == "stride")]:
             start = time.perf_counter()
             if segment is None:
                 results = transcribe_windows(
