@@ -105,7 +105,7 @@ class PocketSphinxRecognizer:
         self.decoder = Decoder(samprate=16000)
 
     def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
-        """One clip at a time through faster-whisper's own `transcribe` (its usual CPU use)."""
+        """One utterance at a time through the PocketSphinx decoder."""
         texts = []
         for audio in arrays:
             self.decoder.start_utt()

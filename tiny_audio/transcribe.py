@@ -97,7 +97,7 @@ def plan_windows(
     segment="silence": consecutive windows cut at the quietest 0.2 s within the last `stride` seconds before
     each limit, so cuts fall in pauses and nothing needs reconciling. segment="stride": fixed windows that
     overlap by `stride_length_s` (left, right) seconds, as in transformers' ASR pipeline; the overlapping texts
-    are reconciled word by word when joined (see join_texts).
+    are reconciled word by word when joined (see splice and transcribe_windows).
     """
     n = len(audio)
     limit = int(chunk_length_s * rate) if chunk_length_s else n
