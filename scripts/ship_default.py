@@ -18,7 +18,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from tiny_audio.hub import model_card
+from tiny_audio.hub import TRAINER_FILES, model_card
 from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
 from tiny_audio.train import last_complete_checkpoint, plot_curves
 
@@ -56,9 +56,8 @@ def main() -> None:
     if args.target.exists():
         shutil.rmtree(args.target)
     args.target.mkdir(parents=True)
-    trainer_files = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin", "rng_")
     for item in final.iterdir():
-        if item.is_file() and item.name != WEIGHTS_NAME and not item.name.startswith(trainer_files):
+        if item.is_file() and item.name != WEIGHTS_NAME and not item.name.startswith(TRAINER_FILES):
             shutil.copy2(item, args.target / item.name)
     state = load_file(str(final / WEIGHTS_NAME))
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
