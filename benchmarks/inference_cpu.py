@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from tiny_audio.audio import load_audio
-from tiny_audio.data import shared_data_dir
+from tiny_audio.data import load_rows, shared_data_dir
 from tiny_audio.evaluate import word_error_rate
 from tiny_audio.peers import FasterWhisperRecognizer, TinyAudioRecognizer
 
@@ -34,9 +34,9 @@ def clips(data: Path | None, count: int) -> tuple[list, list[str]]:
     folder = data or shared_data_dir()
     if folder is None:
         sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
-    rows = [json.loads(x) for x in (folder / "dev" / "manifest.jsonl").read_text().splitlines() if x.strip()]
+    rows, _ = load_rows(folder / "dev")
     rows = rows[:: max(len(rows) // count, 1)][:count]
-    return [load_audio(str(folder / "dev" / r["audio"])) for r in rows], [r["text"] for r in rows]
+    return [load_audio(r["audio"]) for r in rows], [r["text"] for r in rows]
 
 
 def timed(fn, arrays: list, batch: int) -> tuple[float, list[str]]:

@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from tiny_audio.audio import load_audio
-from tiny_audio.data import shared_data_dir
+from tiny_audio.data import load_rows, shared_data_dir
 
 RATE = 16000
 FASTER_WHISPER = """
@@ -38,12 +38,12 @@ print(" ".join(s.text for s in segments)[:200])
 
 
 def build(path: Path, minutes: float, data: Path) -> None:
-    rows = [json.loads(x) for x in (data / "dev" / "manifest.jsonl").read_text().splitlines() if x.strip()]
+    rows, _ = load_rows(data / "dev")
     gap = np.zeros(RATE // 2, np.float32)
     target, written, i = int(minutes * 60 * RATE), 0, 0
     with sf.SoundFile(path, "w", RATE, 1, format="FLAC") as out:  # written piece by piece: this script stays small
         while written < target:
-            piece = np.concatenate([load_audio(str(data / "dev" / rows[i % len(rows)]["audio"])), gap])
+            piece = np.concatenate([load_audio(rows[i % len(rows)]["audio"]), gap])
             piece = piece[: target - written]
             out.write(piece)
             written, i = written + len(piece), i + 1

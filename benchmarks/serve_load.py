@@ -35,17 +35,14 @@ def free_port() -> int:
 
 
 def dev_clips(data: Path | None, count: int) -> list[tuple[str, bytes]]:
-    from tiny_audio.data import shared_data_dir
+    from tiny_audio.data import load_rows, shared_data_dir
 
     folder = data or shared_data_dir()
     if folder is None or not (folder / "dev" / "manifest.jsonl").is_file():
         sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
-    rows = [json.loads(line) for line in (folder / "dev" / "manifest.jsonl").read_text().splitlines() if line]
-    clips = []
-    for row in rows[:: max(len(rows) // count, 1)][:count]:  # spread over the sources, not the first speaker
-        path = (folder / "dev" / row["audio"]) if not Path(row["audio"]).is_absolute() else Path(row["audio"])
-        clips.append((path.name, path.read_bytes()))
-    return clips
+    rows, _ = load_rows(folder / "dev")
+    spread = rows[:: max(len(rows) // count, 1)][:count]  # over the sources, not the first speaker
+    return [(Path(row["audio"]).name, Path(row["audio"]).read_bytes()) for row in spread]
 
 
 def start_server(model: str | None, port: int, batch_size: int, max_wait_ms: float) -> subprocess.Popen:
