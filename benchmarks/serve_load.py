@@ -15,7 +15,6 @@ import argparse
 import io
 import json
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,11 +26,7 @@ from pathlib import Path
 import psutil
 import soundfile as sf
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tiny_audio.testing import free_port, wait_until_up
 
 
 def dev_clips(data: Path | None, count: int) -> list[tuple[str, bytes]]:
@@ -49,16 +44,11 @@ def start_server(model: str | None, port: int, batch_size: int, max_wait_ms: flo
     command = [sys.executable, "-m", "tiny_audio", "serve", "--port", str(port), "--batch-size", str(batch_size)]
     command += ["--max-wait-ms", str(max_wait_ms)] + (["--model", model] if model else [])
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for _ in range(1200):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                return proc
-        except OSError:
-            if proc.poll() is not None:
-                sys.exit("server exited: " + proc.stderr.read().decode()[-2000:])
-            time.sleep(0.25)
-    proc.kill()
-    sys.exit("server did not start in 5 minutes")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/health", proc, timeout_s=300)
+    except RuntimeError as err:
+        sys.exit(str(err))
+    return proc
 
 
 def rss_mb(proc: subprocess.Popen) -> float:

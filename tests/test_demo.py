@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
 from tiny_audio.demo import transcribe_for_demo
-from tiny_audio.testing import tone
+from tiny_audio.testing import free_port, tone, wait_until_up
 
 pytest.importorskip("gradio", reason="the demo needs the demo extra")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright drives the browser (dev extra)")
@@ -39,9 +36,7 @@ def test_demo_page_in_headless_chromium(make_model, tmp_path):
     model.config.generation_defaults = {**model.config.generation_defaults, "max_new_tokens": 4}
     model.save_pretrained(tmp_path / "m")
     sf.write(tmp_path / "clip.wav", tone(1.5), 16000)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tiny_audio", "demo", "--model", str(tmp_path / "m"), "--port", str(port)],
@@ -51,16 +46,7 @@ def test_demo_page_in_headless_chromium(make_model, tmp_path):
     )
     url = f"http://127.0.0.1:{port}/"
     try:
-        for _ in range(480):
-            try:
-                with urllib.request.urlopen(url, timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail("demo exited: " + proc.stdout.read().decode()[-3000:])
-                time.sleep(0.25)
-        else:
-            pytest.fail("demo did not start in 2 minutes")
+        wait_until_up(url, proc, timeout_s=120)
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})

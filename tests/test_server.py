@@ -6,10 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from tiny_audio import ASRModel
-from tiny_audio.testing import tone
+from tiny_audio.testing import free_port, tone, wait_until_up
 from tiny_audio.transcribe import transcribe
 
 openai = pytest.importorskip("openai", reason="the openai client is in the dev extra")
@@ -50,12 +48,6 @@ def wav_bytes(audio: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(make_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("served") / "m"
@@ -69,18 +61,7 @@ def server(make_model, tmp_path_factory):
         command, env={**os.environ, "TINY_AUDIO_API_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("server exited: " + proc.stdout.read().decode())
-            time.sleep(0.25)
-    else:
-        proc.kill()
-        pytest.fail("server did not start in 60 s")
+    wait_until_up(base + "/health", proc, timeout_s=60)
     yield base, folder
     proc.terminate()
     proc.wait(timeout=30)

@@ -6,6 +6,10 @@ model = ASRModel(ASRConfig(audio_model_id=audio_dir, text_model_id=text_dir))
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +145,28 @@ def tone(seconds: float, freq: float = 220.0, rate: int = 16000, seed: int = 0) 
     t = np.arange(int(seconds * rate)) / rate
     noise = np.random.default_rng(seed).standard_normal(t.shape) * 0.01
     return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers started by tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    """Poll `url` until it answers. If `proc` exits first, or `timeout_s` passes (the process is then killed),
+    raise RuntimeError with the tail of its output."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if proc.poll() is not None:
+                output = proc.stdout or proc.stderr
+                tail = output.read().decode()[-3000:] if output else ""
+                raise RuntimeError(f"the process exited before {url} answered: {tail}") from None
+            time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError(f"{url} did not answer within {timeout_s:g} s")
