@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -67,6 +68,21 @@ def clips(n: int, seconds: float, seed: int = 0) -> list:
     return [(0.1 * rng.standard_normal(int(seconds * RATE))).astype("float32") for _ in range(n)]
 
 
+def seconds_per_call(fn: Callable[[], None], device: torch.device, repeats: int) -> float:
+    """Mean wall seconds of `fn` over `repeats` calls after one warm-up call, waiting for the GPU each time."""
+
+    def call() -> None:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    call()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - start) / repeats
+
+
 def infer(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
     model = build("default", args.tiny, device, dtype).eval()
     audio = clips(args.batch_size, args.clip_s)
@@ -78,14 +94,8 @@ def infer(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) ->
     def run() -> None:
         with torch.inference_mode():
             model.generate(**batch, **options)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
-    run()  # warm-up
-    start = time.perf_counter()
-    for _ in range(args.repeats):
-        run()
-    wall = (time.perf_counter() - start) / args.repeats
+    wall = seconds_per_call(run, device, args.repeats)
     return {"what": "default-design batched inference", "batch": args.batch_size, "clip_s": args.clip_s,
             "new_tokens": tokens, "seconds_per_batch": round(wall, 3),
             "rtfx": round(args.batch_size * args.clip_s / wall, 1)}  # fmt: skip
@@ -107,14 +117,8 @@ def train_seed(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    wall = (time.perf_counter() - start) / args.steps
+    wall = seconds_per_call(step, device, args.steps)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     return {"what": "seed-size training step", "batch": args.batch_size, "clip_s": 15.0,
             "seconds_per_step": round(wall, 3), "samples_per_s": round(args.batch_size / wall, 2),
