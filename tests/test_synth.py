@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -69,3 +70,21 @@ def test_synth_command_errors_are_one_line(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "no text lines to speak" in result.stderr
+
+
+def _synth_text_module():
+    import importlib.util
+
+    path = Path(__file__).parent.parent / "scripts" / "synth_text.py"
+    spec = importlib.util.spec_from_file_location("synth_text", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_synth_text_keeps_only_plain_sentences():
+    synth_text = _synth_text_module()
+    prose = "It was the best of times,\nit was the worst of times. Go! In 1887 the USA grew. Yes -- no, said he today."
+    assert synth_text.sentences(prose)[0] == "It was the best of times, it was the worst of times."
+    kept = [s for s in synth_text.sentences(prose) if synth_text.keep(s)]
+    assert kept == ["It was the best of times, it was the worst of times."]  # short, digits, capitals, dashes out

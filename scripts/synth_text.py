@@ -1,0 +1,100 @@
+"""Sentences for synthetic training speech, from text that installs offline from Debian.
+
+    apt-get install fortunes bible-kjv
+    python scripts/synth_text.py --out data/synth-text.txt --count 3000
+
+The default model's second stage adds synthetic speech (`tiny-audio data synth`) to widen its vocabulary beyond
+the ~1,800 transcripts of ../shared/data/train, which it otherwise learns by heart. Sources: the fortune cookie
+files (quotations, literature, humour) and the King James Bible (narrative prose, close in register to the
+19th-century books LibriSpeech reads). Only plain sentences are kept: 6 to 30 words, letters and ordinary
+punctuation, no digits (a synthesizer's reading of "1887" need not match how a transcript writes it), no
+all-capital words. The draw is seeded, so the same packages give the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+FORTUNES = Path("/usr/share/games/fortunes")
+# Fortune files with prose; the others are mostly jokes in dialogue, ASCII art or definitions.
+FORTUNE_FILES = ("literature", "wisdom", "humorists", "people", "love", "men-women", "miscellaneous",
+                 "politics", "education", "food", "pets", "science", "work", "platitudes", "medicine", "sports",
+                 "fortunes", "pratchett")  # fmt: skip
+# Narrative books of the King James Bible, as `bible` abbreviates them, with their chapter counts.
+KJV_BOOKS = {"Gen": 50, "Exo": 40, "Jos": 24, "Jdg": 21, "Rut": 4, "1Sa": 31, "2Sa": 24, "1Ki": 22, "2Ki": 25,
+             "Est": 10, "Mat": 28, "Mar": 16, "Luk": 24, "Joh": 21, "Act": 28}  # fmt: skip
+PLAIN = re.compile(r"^[A-Za-z][A-Za-z ,.;:'!?-]*$")
+
+
+def sentences(text: str) -> list[str]:
+    """Split prose into sentences, joining wrapped lines."""
+    text = re.sub(r"\s+", " ", text).strip()
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()]
+
+
+def keep(sentence: str) -> bool:
+    words = sentence.split()
+    return (
+        6 <= len(words) <= 30
+        and PLAIN.match(sentence) is not None
+        and "--" not in sentence
+        and not any(len(w) > 1 and w.strip(",.;:'!?-").isupper() for w in words)
+    )
+
+
+def fortune_sentences() -> list[str]:
+    found = []
+    for name in FORTUNE_FILES:
+        path = FORTUNES / name
+        if not path.is_file():
+            continue
+        for entry in path.read_text(errors="replace").split("\n%\n"):
+            # Drop attribution lines ("-- Mark Twain") and indented dialogue labels.
+            body = "\n".join(line for line in entry.splitlines() if not line.strip().startswith("--"))
+            found += sentences(body)
+    return found
+
+
+def bible_sentences() -> list[str]:
+    if shutil.which("bible") is None:
+        return []
+    found = []
+    for book, chapters in KJV_BOOKS.items():
+        out = subprocess.run(["bible", "-f", f"{book}1:1-{chapters}:999"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            verse = re.sub(r"^\S+\d+:\d+\s+", "", line)  # the "Ge1:1 " reference
+            found += [s.rstrip(":;,") + ("." if s[-1] in ":;," else "") for s in sentences(verse)]
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("data/synth-text.txt"))
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    pools = {"fortunes": fortune_sentences(), "bible": bible_sentences()}
+    if not any(pools.values()):
+        sys.exit("no text found: apt-get install fortunes bible-kjv (Debian/Ubuntu)")
+    rng = random.Random(args.seed)
+    chosen = []
+    for name, pool in pools.items():
+        pool = sorted({s for s in pool if keep(s)})
+        rng.shuffle(pool)
+        take = pool[: args.count // len(pools)]
+        print(f"{name}: {len(pool)} plain sentences, took {len(take)}", file=sys.stderr)
+        chosen += take
+    rng.shuffle(chosen)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(chosen) + "\n")
+    print(f"wrote {len(chosen)} sentences to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
