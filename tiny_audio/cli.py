@@ -296,7 +296,9 @@ def demo(
 
 # ---------------------------------------------------------------------------------------------------- eval
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in text.strip("/")).strip("-")[-80:] or "model"
+    # No leading dots: "../shared/data/dev" must not become a hidden "..-shared-..." folder.
+    slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in text.strip("/"))
+    return slug.lstrip(".-").strip("-")[-80:] or "model"
 
 
 @app.command("eval")
