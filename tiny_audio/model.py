@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
 from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.utils import logging as hf_logging
 
 from .backbones import NAMED, backbone_config, resolve
 from .config import ASRConfig
@@ -31,6 +33,18 @@ from .projector import Projector
 WEIGHTS_NAME = "model.safetensors"
 PIPELINE_TASK = "automatic-speech-recognition"
 COMPONENTS = ("audio_tower", "projector", "language_model")
+
+
+@contextmanager
+def _quiet_loading():
+    """Backbones load in about a second; transformers' per-tensor "Loading weights" bar is only noise on stderr."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 class ASRModel(PreTrainedModel):
@@ -52,7 +66,8 @@ class ASRModel(PreTrainedModel):
 
         # audio_tower: frozen encoder (LoRA may be added below)
         if pretrained and config.audio_model_id:
-            self.audio_tower = load_audio_tower(config.audio_model_id, dtype=dtype)
+            with _quiet_loading():
+                self.audio_tower = load_audio_tower(config.audio_model_id, dtype=dtype)
             config.audio_config = self.audio_tower.config
         elif config.audio_config is not None:
             self.audio_tower = audio_tower_from_config(config.audio_config)
@@ -61,7 +76,8 @@ class ASRModel(PreTrainedModel):
 
         # language_model: frozen causal LM (LoRA may be added below)
         if pretrained and config.text_model_id:
-            language_model = AutoModelForCausalLM.from_pretrained(resolve(config.text_model_id), dtype=dtype)
+            with _quiet_loading():
+                language_model = AutoModelForCausalLM.from_pretrained(resolve(config.text_model_id), dtype=dtype)
             config.text_config = language_model.config
         elif config.text_config is not None:
             language_model = AutoModelForCausalLM.from_config(config.text_config)
