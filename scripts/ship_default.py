@@ -86,8 +86,10 @@ def main() -> None:
         plot_curves(earlier, evidence / "stage1_curves.png")
     results = []
     for path in args.results:
-        shutil.copy2(path, evidence / f"dev_{path.parent.name}.json")
-        results.append(json.loads(path.read_text()))
+        result = json.loads(path.read_text())
+        name = "default" if result.get("system") == "tiny-audio" else path.parent.name
+        shutil.copy2(path, evidence / f"dev_{name}.json")
+        results.append(result)
     card = model_card(args.target, results=results or None, repo_id="tiny-audio/default")
     (args.target / "README.md").write_text(card)
     size = sum(p.stat().st_size for p in args.target.rglob("*") if p.is_file())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,13 +35,20 @@ def test_shipped_files_are_small_and_match_the_recipe():
     config = json.loads((folder / "config.json").read_text())
     assert config["audio_model_id"] == "whisper-base" and config["text_model_id"] == "smollm2-135m-instruct"
     assert not config.get("base_weights_included")
-    # The recipe beside the weights is the shipped `default` preset, and its evidence is there.
+    # The recipe beside the weights is the shipped two-stage preset pair, and its evidence is there: stage 2
+    # (`default-stage2`, the shipped weights) continued from a checkpoint of stage 1 (`default`).
     recipe = yaml.safe_load((folder / "train_config.yaml").read_text())
-    preset = load_preset("default", [])
-    for key in ("projector_stack_size", "projector_hidden_dim", "decoder_lora_rank", "decoder_lora_alpha"):
-        assert recipe["model"][key] == preset["model"][key] == config[key], key
-    assert recipe["training"]["num_train_epochs"] == preset["training"]["num_train_epochs"]
-    assert {k: recipe["augment"][k] for k in preset["augment"]} == preset["augment"]  # the recipe lists defaults too
+    stage1 = yaml.safe_load((folder / "training" / "stage1_train_config.yaml").read_text())
+    for shipped, name in ((recipe, "default-stage2"), (stage1, "default")):
+        preset = load_preset(name, [])
+        for key in ("projector_stack_size", "projector_hidden_dim", "decoder_lora_rank", "decoder_lora_alpha"):
+            assert shipped["model"][key] == preset["model"][key] == config[key], (name, key)
+        for key in ("num_train_epochs", "learning_rate", "init_from"):
+            assert shipped["training"][key] == preset["training"].get(key), (name, key)
+        assert shipped["data"]["train"] == preset["data"]["train"], name
+        assert {k: shipped["augment"][k] for k in preset["augment"]} == preset["augment"]  # recipes list defaults too
+    assert Path(recipe["training"]["init_from"]).parent.name == Path(stage1["training"]["output_dir"]).name
+    assert json.loads((folder / "training" / "stage1_log_history.json").read_text())
     history = json.loads((folder / "training" / "log_history.json").read_text())
     assert any("eval_loss" in h for h in history) and history[-1]["step"] > 0
     assert (folder / "training" / "curves.png").stat().st_size > 10_000
@@ -60,10 +68,10 @@ def test_main_command_transcribes_the_bundled_sample_offline():
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    # The shipped model (checkpoint 1500 of the default recipe) gets about 40% of this clip's words wrong; the bar
-    # guards against a broken or swapped model and is to tighten as the default model improves.
-    assert word_error_rate([JFK], [result.stdout])["wer"] <= 0.5, result.stdout
-    assert "your country can do for you" in result.stdout.lower()
+    # The shipped model gets about a third of this clip's words wrong (dev WER 34%); the bar guards against a
+    # broken or swapped model and is to tighten as the default model improves.
+    assert word_error_rate([JFK], [result.stdout])["wer"] <= 0.4, result.stdout
+    assert "can do for your country" in result.stdout.lower()
 
 
 def test_silence_and_low_noise_give_no_words(default_model):

@@ -128,10 +128,15 @@ def test_model_card_metadata_parses_as_the_hub_expects(make_model, tmp_path):
 
     make_model("whisper", "qwen3").save_pretrained(tmp_path / "m")
     result = tmp_path / "results.json"
-    result.write_text(
-        json.dumps({"model": "m", "data": "dev/manifest.jsonl", "wer": 0.1234, "cer": 0.05, "rtfx": 12.5})
+    own = {"model": "m", "data": "dev/manifest.jsonl", "wer": 0.1234, "cer": 0.05, "rtfx": 12.5}
+    result.write_text(json.dumps({**own, "system": "tiny-audio", "by_source": {"LibriSpeech": {"wer": 0.2}}}))
+    # A peer from the same eval run: shown for comparison, never claimed as this model's score.
+    peer = tmp_path / "peer.json"
+    fw = {"model": "faster-whisper:base:int8", "data": "dev/manifest.jsonl", "wer": 0.0742, "rtfx": 12.3}
+    peer.write_text(json.dumps({**fw, "system": "faster-whisper", "by_source": {"LibriSpeech": {"wer": 0.05}}}))
+    path = write_model_card(
+        tmp_path / "m", [result, peer], repo_id="someone/tiny-asr", datasets=["openslr/librispeech_asr"]
     )
-    path = write_model_card(tmp_path / "m", [result], repo_id="someone/tiny-asr", datasets=["openslr/librispeech_asr"])
     card = ModelCard.load(path)  # the Hub's own parser
     meta = card_metadata(path.read_text())
     assert meta["pipeline_tag"] == "automatic-speech-recognition" and meta["license"] == "apache-2.0"
@@ -145,6 +150,8 @@ def test_model_card_metadata_parses_as_the_hub_expects(make_model, tmp_path):
     text = path.read_text()
     assert 'pipeline("automatic-speech-recognition", model="someone/tiny-asr", trust_remote_code=True)' in text
     assert "| projector |" in text and "12.34" in text and "## Limitations" in text
+    assert "| faster-whisper:base:int8 | dev/manifest.jsonl | 7.42 |" in text
+    assert "| LibriSpeech | 20.00 | 5.00 |" in text
 
 
 SHARDED_EVAL = """

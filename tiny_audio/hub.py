@@ -43,6 +43,8 @@ def model_card(
     config = ASRConfig.from_pretrained(folder)
     name = repo_id or folder.resolve().name
     base_models = [m for m in (_hub_id(config.audio_model_id), _hub_id(config.text_model_id)) if m]
+    # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
+    own = [r for r in results or [] if r.get("system", "tiny-audio") == "tiny-audio"]
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -53,7 +55,7 @@ def model_card(
             metric_name="WER",
             metric_value=round(100 * r["wer"], 2),
         )
-        for r in results or []
+        for r in own
     ]
     data = ModelCardData(
         language=["en"],
@@ -70,10 +72,19 @@ def model_card(
     recipe = recipe_file.read_text() if recipe_file.is_file() else "(no train_config.yaml beside the weights)"
     report = _parameters(folder)
     rows = "\n".join(
-        f"| {r.get('data', '-')} | {100 * r['wer']:.2f} | {100 * r.get('cer', 0):.2f} | {r['rtfx']:.1f} | "
-        f"{r.get('device', '-')} |"
+        f"| {'this model' if r in own else r.get('model', '-')} | {r.get('data', '-')} | {100 * r['wer']:.2f} | "
+        f"{100 * r.get('cer', 0):.2f} | {r['rtfx']:.1f} | {r.get('device', '-')} |"
         for r in results or []
     )
+    sources = sorted({s for r in results or [] for s in r.get("by_source", {})})
+    by_source = "\n".join(
+        f"| {s} | " + " | ".join(f"{100 * r['by_source'][s]['wer']:.2f}" if s in r.get("by_source", {}) else "-"
+                                 for r in results or []) + " |"
+        for s in sources
+    )  # fmt: skip
+    if sources:
+        names = " | ".join("this model" if r in own else r.get("model", "-") for r in results or [])
+        by_source = f"\n\nWER % by source:\n\n| source | {names} |\n|---|{'---:|' * len(results or [])}\n{by_source}"
     usage_id = repo_id or str(folder)
     body = f"""
 # {name}
@@ -102,9 +113,9 @@ print(asr("audio.flac")["text"])
 
 WER and CER after Whisper's English text normalizer on reference and hypothesis (`tiny-audio eval`).
 
-| data | WER % | CER % | RTFx | device |
-|---|---:|---:|---:|---|
-{rows or "| (not evaluated yet) | | | | |"}
+| model | data | WER % | CER % | RTFx | device |
+|---|---|---:|---:|---:|---|
+{rows or "| (not evaluated yet) | | | | | |"}{by_source}
 
 ## Training recipe
 
