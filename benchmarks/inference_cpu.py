@@ -80,12 +80,14 @@ def main() -> None:
     print(f"{'system':<34}{'batch':>6}{'seconds':>9}{'RTFx':>8}{'WER %':>8}")
     for r in rows:
         print(f"{r['system']:<34}{r['batch']:>6}{r['seconds']:>9}{r['rtfx']:>8}{r['wer']:>8}")
-    ours = max(r["rtfx"] for r in rows if r["system"].startswith("tiny-audio") and r["batch"] != "1")
+    # The headline compares the default float32 path: int8 is an option, and its WER is printed beside it.
+    ours = max(r["rtfx"] for r in rows if r["system"].endswith("float32") and r["system"].startswith("tiny-audio")
+               and r["batch"] != "1")  # fmt: skip
     peer = max(r["rtfx"] for r in rows if r["system"] == "faster-whisper base int8")
-    print(f"Tiny Audio batched / faster-whisper base int8 (best of its modes): x{ours / peer:.2f} (target >= 1)")
+    print(f"Tiny Audio float32 batched / faster-whisper base int8 (its best mode): x{ours / peer:.2f} (target >= 1)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report = {"command": " ".join(sys.argv), "machine": machine, "clips": len(arrays), "audio_s": round(audio_s, 1),
-              "rows": rows, "ratio_batched_vs_fw_int8": round(ours / peer, 2)}  # fmt: skip
+              "rows": rows, "ratio_float32_batched_vs_fw_int8": round(ours / peer, 2)}  # fmt: skip
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")
 

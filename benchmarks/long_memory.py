@@ -4,9 +4,10 @@
 
 Builds each file by joining dev clips (cycled, 0.5 s of silence between them) into a 16 kHz FLAC, then
 transcribes it in a fresh process per system and length, and reads that process's peak RSS from the kernel
-(getrusage of the finished child). Tiny Audio runs `tiny-audio transcribe FILE` (30 s windows cut in pauses,
-batches of 8); faster-whisper base int8 runs its own long-form `transcribe`. Flat in length means the peak grows
-by little more than the decoded audio itself (4 bytes a sample: 230 MB an hour). Prints a table, writes JSON.
+(getrusage of the finished child). Tiny Audio runs `tiny-audio transcribe FILE` (windows of the model's
+`chunk_length_s`, 15 s for the default model, cut in pauses; batches of 8); faster-whisper base int8 runs its own
+long-form `transcribe`. Flat in length means the peak grows by little more than the decoded audio itself (4 bytes
+a sample: 230 MB an hour). Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -92,7 +94,9 @@ def main() -> None:
     for r in rows:
         print(f"{r['system']:<28}{r['minutes']:>8g}{r['peak_rss_mb']:>13}{r['wall_s']:>9}{r['rtfx']:>7}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    report = {"command": " ".join(sys.argv), "machine": machine, "rows": rows}
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output}")
 
 
