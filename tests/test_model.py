@@ -204,6 +204,22 @@ def test_built_from_nested_configs_alone_with_random_weights():
     assert report["audio_tower"]["lora"] > 0 and report["language_model"]["lora"] > 0
 
 
+def test_an_encoder_from_its_config_alone_never_looks_up_a_feature_extractor(backbones, monkeypatch):
+    """Random-weight encoders (benchmarks) beside a real LLM: the processor must not ask the Hub for "None"."""
+    import transformers
+
+    from tiny_audio.processor import ASRProcessor
+
+    def no_lookup(*args, **kwargs):
+        raise AssertionError(f"looked up a feature extractor: {args}")
+
+    monkeypatch.setattr(transformers.AutoFeatureExtractor, "from_pretrained", no_lookup)
+    _, text_dir = backbones("hubert", "qwen3")
+    config = ASRConfig(audio_config=tiny_encoder_config("hubert").to_dict(), text_model_id=text_dir)
+    processor = ASRProcessor.from_config(config)
+    assert type(processor.feature_extractor).__name__ == "Wav2Vec2FeatureExtractor"
+
+
 def test_a_frozen_audio_tower_stays_deterministic_in_training_mode(make_model, clips):
     model = make_model("hubert", "qwen3", encoder_lora_rank=0)
     model.config.audio_config.mask_time_prob = 0.5  # HuBERT's own SpecAugment, active in train mode

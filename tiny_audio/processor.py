@@ -10,6 +10,7 @@ It turns clips (and, for training, transcripts) into one padded batch:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from typing import Any
@@ -77,9 +78,11 @@ class ASRProcessor:
         audio_id, text_id = resolve(config.audio_model_id), resolve(config.text_model_id)
         if config.audio_config is None:
             config.audio_config = AutoConfig.from_pretrained(audio_id)
-        try:
-            feature_extractor = AutoFeatureExtractor.from_pretrained(audio_id)
-        except (OSError, ValueError, TypeError):
+        feature_extractor = None
+        if config.audio_model_id:  # an encoder built from its config alone has nothing to look up (no network)
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                feature_extractor = AutoFeatureExtractor.from_pretrained(audio_id)
+        if feature_extractor is None:
             feature_extractor = default_feature_extractor(config.audio_config, config.sample_rate)
         tokenizer = AutoTokenizer.from_pretrained(text_id)
         return cls(feature_extractor, tokenizer, config)
