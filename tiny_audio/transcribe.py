@@ -12,6 +12,7 @@ and the model caps new tokens by the audio's length (generation_defaults["max_ne
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -187,26 +188,28 @@ def cut_repetition(text: str, min_repeats: int = 4, max_period: int = 12) -> str
     return " ".join(out)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none (macOS, musl without it, Windows)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return getattr(libc, "malloc_trim", None)
+
+
 def _release_freed_memory() -> None:
     """Hand the heap's free pages back to the system after a batch (glibc only; elsewhere a no-op).
 
     Batches of different shapes fragment glibc's heap, and without this an hour of audio grew the process by
     ~1 GB (benchmarks/long_memory.py); malloc_trim takes a few milliseconds a batch.
     """
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        except OSError:
-            _LIBC = False
-    if _LIBC and hasattr(_LIBC, "malloc_trim"):
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def transcribe_windows(
