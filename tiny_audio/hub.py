@@ -43,8 +43,10 @@ def model_card(
     config = ASRConfig.from_pretrained(folder)
     name = repo_id or folder.resolve().name
     base_models = [m for m in (_hub_id(config.audio_model_id), _hub_id(config.text_model_id)) if m]
+    results = results or []
     # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
-    own = [r for r in results or [] if r.get("system", "tiny-audio") == "tiny-audio"]
+    own = [r for r in results if r.get("system", "tiny-audio") == "tiny-audio"]
+    labels = ["this model" if r in own else r.get("model", "-") for r in results]
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -72,19 +74,18 @@ def model_card(
     recipe = recipe_file.read_text() if recipe_file.is_file() else "(no train_config.yaml beside the weights)"
     report = _parameters(folder)
     rows = "\n".join(
-        f"| {'this model' if r in own else r.get('model', '-')} | {r.get('data', '-')} | {100 * r['wer']:.2f} | "
-        f"{100 * r.get('cer', 0):.2f} | {r['rtfx']:.1f} | {r.get('device', '-')} |"
-        for r in results or []
+        f"| {label} | {r.get('data', '-')} | {100 * r['wer']:.2f} | {100 * r.get('cer', 0):.2f} | {r['rtfx']:.1f} | "
+        f"{r.get('device', '-')} |"
+        for label, r in zip(labels, results, strict=True)
     )
-    sources = sorted({s for r in results or [] for s in r.get("by_source", {})})
-    by_source = "\n".join(
-        f"| {s} | " + " | ".join(f"{100 * r['by_source'][s]['wer']:.2f}" if s in r.get("by_source", {}) else "-"
-                                 for r in results or []) + " |"
-        for s in sources
-    )  # fmt: skip
+    sources = sorted({s for r in results for s in r.get("by_source", {})})
+    by_source = ""
     if sources:
-        names = " | ".join("this model" if r in own else r.get("model", "-") for r in results or [])
-        by_source = f"\n\nWER % by source:\n\n| source | {names} |\n|---|{'---:|' * len(results or [])}\n{by_source}"
+        lines = [f"| source | {' | '.join(labels)} |", f"|---|{'---:|' * len(results)}"]
+        for source in sources:
+            wers = [r.get("by_source", {}).get(source, {}).get("wer") for r in results]
+            lines.append(f"| {source} | " + " | ".join("-" if w is None else f"{100 * w:.2f}" for w in wers) + " |")
+        by_source = "\n\nWER % by source:\n\n" + "\n".join(lines)
     usage_id = repo_id or str(folder)
     body = f"""
 # {name}
