@@ -25,6 +25,11 @@ from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
 from tiny_audio.train import last_complete_checkpoint, plot_curves
 
 
+def log_history(checkpoint: Path) -> list[dict]:
+    """The trainer's logged losses and evaluations up to a checkpoint."""
+    return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
 def refresh_code(target: Path) -> None:
     """Rewrite the code, handler and processor files of a saved folder from today's package (weights kept)."""
     from tiny_audio.model import ASRModel
@@ -70,7 +75,7 @@ def main() -> None:
     evidence = args.target / "training"
     evidence.mkdir()
     checkpoint = last_complete_checkpoint(args.run)
-    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"] if checkpoint else []
+    history = log_history(checkpoint) if checkpoint else []
     if final.name.startswith("checkpoint-"):  # only the steps up to the shipped weights
         step = int(final.name.split("-")[1])
         history = [h for h in history if h.get("step", 0) <= step]
@@ -80,7 +85,7 @@ def main() -> None:
     else:
         plot_curves(history, evidence / "curves.png")
     if args.earlier:
-        earlier = json.loads((args.earlier / "trainer_state.json").read_text())["log_history"]
+        earlier = log_history(args.earlier)
         (evidence / "stage1_log_history.json").write_text(json.dumps(earlier, indent=1) + "\n")
         shutil.copy2(args.earlier / "train_config.yaml", evidence / "stage1_train_config.yaml")
         plot_curves(earlier, evidence / "stage1_curves.png")
