@@ -56,6 +56,20 @@ def test_config_errors_name_the_bad_key(backbones, manifest, tmp_path):
     assert config_for(backbones, manifest, tmp_path, "training.learning_rate=1e-4").training.learning_rate == 1e-4
 
 
+def test_a_preset_extends_another_and_replaces_only_the_keys_it_lists(tmp_path):
+    from tiny_audio.presets import load_preset
+
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: default\ndata:\n  train: [a.jsonl]\ntraining:\n  learning_rate: 5.0e-4\n")
+    base, merged = load_preset("default"), load_preset(child, ["training.num_train_epochs=2"])
+    assert merged["model"] == base["model"] and merged["augment"] == base["augment"]
+    assert merged["data"] == {**base["data"], "train": ["a.jsonl"]}  # lists replace, not append
+    assert merged["training"] == {**base["training"], "learning_rate": 5.0e-4, "num_train_epochs": 2}
+    assert "extends" not in merged and load_preset("default") == base  # the base preset is left as it was
+    # The shipped stage 2 is stage 1's model: its init_from checkpoint must fit.
+    assert load_preset("default-stage2")["model"] == base["model"]
+
+
 @pytest.mark.parametrize(
     ("stage", "trains"),
     [

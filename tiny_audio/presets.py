@@ -1,6 +1,9 @@
 """Presets: small YAML files that mirror the config dataclasses, overridable with `section.key=value`.
 
 load_preset("seed", ["model.projector_hidden_dim=2048"])  ->  {"model": {...}}
+
+A preset may start from another with `extends: NAME` (a shipped preset or a YAML path): its sections are the
+other's, with the keys it lists replaced (lists replace whole, not append).
 """
 
 from __future__ import annotations
@@ -54,4 +57,9 @@ def load_preset(name_or_path: str | Path, overrides: list[str] | None = None) ->
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a preset must be a YAML mapping of sections")
+    if "extends" in data:
+        base = load_preset(data.pop("extends"))
+        for section, keys in data.items():
+            base[section] = {**base.get(section, {}), **(keys or {})}
+        data = base
     return apply_overrides(data, overrides or [])
