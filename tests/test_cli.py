@@ -127,6 +127,18 @@ def test_transcribe_formats_and_output_dir(make_model, tmp_path):
     assert bad.returncode == 2 and "--format must be one of" in bad.stderr
 
 
+def test_transcribe_precision_option(make_model, tmp_path):
+    make_model().save_pretrained(tmp_path / "m")
+    sf.write(tmp_path / "a.flac", tone(1.0), 16000)
+    common = ["transcribe", str(tmp_path / "a.flac"), "--model", str(tmp_path / "m"), "--max-new-tokens", "3"]
+    for precision in ("bfloat16", "int8"):
+        result = run(*common, "--precision", precision)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    bad = run(*common, "--precision", "fp8")
+    assert bad.returncode == 2 and "--precision must be one of float32, bfloat16, int8" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_models_prepare_prints_the_folder_last_and_doctor_passes(tmp_path):
     import os
 

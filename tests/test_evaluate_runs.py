@@ -222,3 +222,15 @@ def test_eval_command_under_accelerate_launch_reports_once(make_model, tmp_path)
     [log] = (tmp_path / "out").rglob("utterances.jsonl")
     assert [json.loads(line)["id"] for line in log.read_text().splitlines()] == ["0", "1", "2", "3", "4"]
     assert json.loads((log.parent / "results.json").read_text())["processes"] == 2
+
+
+def test_eval_model_spec_takes_a_cpu_precision(make_model, tmp_path):
+    import torch
+
+    from tiny_audio.peers import load_recognizer
+
+    make_model().save_pretrained(tmp_path / "m")
+    plain, half = load_recognizer(str(tmp_path / "m")), load_recognizer(f"{tmp_path / 'm'}:bfloat16")
+    assert half.name == f"{tmp_path / 'm'}:bfloat16" and plain.name == str(tmp_path / "m")
+    assert next(half.model.language_model.parameters()).dtype == torch.bfloat16
+    assert len(half.transcribe([tone(1.0)])) == 1

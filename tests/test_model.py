@@ -264,15 +264,18 @@ def test_int8_dynamic_quantization_keeps_the_text_close(make_model, clips):
 
 
 def test_bfloat16_weights_keep_the_text_close(make_model, clips):
-    """The GPU path's dtype, run on the CPU: bf16 backbones and projector give greedy tokens close to float32's."""
+    """The GPU path's dtype and the CPU's `bfloat16` precision: bf16 backbones and projector give greedy tokens
+    close to float32's."""
     model = make_model()
     batch = model.processor(clips)
     options = {"max_new_tokens": 8, "min_new_tokens": 8}
     plain = model.generate(**batch, **options)
-    half = model.to(torch.bfloat16).generate(**batch, **options)
+    half = model.with_precision("bfloat16").generate(**batch, **options)
     assert next(model.language_model.parameters()).dtype == torch.bfloat16
     # Tolerance as for int8: random weights give nearly flat logits, where bf16 rounding may flip a few tokens.
     assert half.shape == plain.shape and (half == plain).float().mean() >= 0.5
+    with pytest.raises(ValueError, match="precision must be one of"):
+        model.with_precision("float16")
 
 
 def test_kv_cache_and_static_cache_give_the_plain_path_s_tokens(make_model, clips):

@@ -4,7 +4,7 @@
     load_recognizer("faster-whisper:base")      # offline Whisper base run by faster-whisper (int8, greedy)
     load_recognizer("faster-whisper:base:float32")
     load_recognizer("pocketsphinx")             # CMU PocketSphinx with its bundled English model
-    load_recognizer("default:int8")             # a Tiny Audio model, int8 dynamic quantization (CPU)
+    load_recognizer("default:bfloat16")         # a Tiny Audio model in bfloat16 on the CPU (or :int8, :float32)
 
 Each has `name`, `transcribe(arrays) -> texts` (16 kHz mono float32) and `describe() -> dict`.
 """
@@ -21,19 +21,19 @@ FASTER_WHISPER_SIZES = {"base": "whisper-base", "tiny.en": "whisper-tiny.en"}
 class TinyAudioRecognizer:
     """A Tiny Audio model, greedy by default, batched."""
 
-    def __init__(self, name_or_path: str, quantize: str | None = None, **generate_kwargs: Any):
+    def __init__(self, name_or_path: str, precision: str = "float32", **generate_kwargs: Any):
         import torch
 
         from .evaluate import process_state
         from .model import ASRModel
 
-        self.name = name_or_path
+        self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
         self.model = ASRModel.from_pretrained(name_or_path)
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
         if device.type == "cuda":
             self.model = self.model.to(device, torch.bfloat16)
-        elif quantize == "int8":
-            self.model = self.model.quantize_int8()
+        else:
+            self.model = self.model.with_precision(precision)
         self.generate_kwargs = generate_kwargs
 
     def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
@@ -126,6 +126,9 @@ def load_recognizer(spec: str) -> Any:
         return FasterWhisperRecognizer(parts[1], parts[2] if len(parts) > 2 else "int8")
     if spec == "pocketsphinx":
         return PocketSphinxRecognizer()
-    if spec.endswith(":int8"):  # a Tiny Audio model with int8 dynamic quantization (CPU)
-        return TinyAudioRecognizer(spec[: -len(":int8")], quantize="int8")
+    from .model import PRECISIONS
+
+    name, _, precision = spec.rpartition(":")
+    if name and precision in PRECISIONS:  # a Tiny Audio model at a CPU precision: default:bfloat16
+        return TinyAudioRecognizer(name, precision=precision)
     return TinyAudioRecognizer(spec)
