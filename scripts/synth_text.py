@@ -2,6 +2,7 @@
 
     apt-get install fortunes bible-kjv
     python scripts/synth_text.py --out data/synth-text.txt --count 3000
+    python scripts/synth_text.py --out data/synth2-text.txt --count 6000 --exclude data/synth-text.txt
 
 The default model's second stage adds synthetic speech (`tiny-audio data synth`) to widen its vocabulary beyond
 the ~1,800 transcripts of ../shared/data/train, which it otherwise learns by heart. Sources: the fortune cookie
@@ -78,14 +79,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/synth-text.txt"))
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--exclude",
+        type=Path,
+        action="append",
+        default=[],
+        help="a sentence file made earlier: its sentences are not drawn again (repeatable)",
+    )
     args = parser.parse_args()
+    taken = {line.strip() for path in args.exclude for line in path.read_text().splitlines()}
     pools = {"fortunes": fortune_sentences(), "bible": bible_sentences()}
     if not any(pools.values()):
         sys.exit("no text found: apt-get install fortunes bible-kjv (Debian/Ubuntu)")
     rng = random.Random(args.seed)
     chosen = []
     for name, pool in pools.items():
-        pool = sorted({s for s in pool if keep(s)})
+        pool = sorted({s for s in pool if keep(s) and s not in taken})
         rng.shuffle(pool)
         take = pool[: args.count // len(pools)]
         print(f"{name}: {len(pool)} plain sentences, took {len(take)}", file=sys.stderr)
