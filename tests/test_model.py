@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -248,7 +250,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(make_model, clips):
 
 
 def test_int8_dynamic_quantization_keeps_the_text_close(make_model, clips):
-    """The int8 option: LoRA folded in, every Linear quantized; greedy tokens stay close to float32's."""
+    """The int8 option: LoRA folded in, every Linear quantized; greedy tokens stay close to float32's. Folding
+    LoRA alone (float32) changes nothing."""
     model = make_model(decoder_lora_rank=4)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -256,7 +259,10 @@ def test_int8_dynamic_quantization_keeps_the_text_close(make_model, clips):
                 p.normal_(0, 0.05)
     batch = model.processor(clips)
     plain = model.generate(**batch, max_new_tokens=8)
-    quantized = model.quantize_int8().generate(**batch, max_new_tokens=8)
+    folded = copy.deepcopy(model).for_inference()
+    assert not any("lora_" in n for n, _ in folded.named_parameters())
+    assert torch.equal(folded.generate(**batch, max_new_tokens=8), plain)
+    quantized = model.for_inference("int8").generate(**batch, max_new_tokens=8)
     assert any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in model.modules())
     assert quantized.shape == plain.shape
     # Tolerance: with random weights the logits are nearly flat, so int8 rounding may flip a few tokens.
@@ -270,12 +276,12 @@ def test_bfloat16_weights_keep_the_text_close(make_model, clips):
     batch = model.processor(clips)
     options = {"max_new_tokens": 8, "min_new_tokens": 8}
     plain = model.generate(**batch, **options)
-    half = model.with_precision("bfloat16").generate(**batch, **options)
+    half = model.for_inference("bfloat16").generate(**batch, **options)
     assert next(model.language_model.parameters()).dtype == torch.bfloat16
     # Tolerance as for int8: random weights give nearly flat logits, where bf16 rounding may flip a few tokens.
     assert half.shape == plain.shape and (half == plain).float().mean() >= 0.5
     with pytest.raises(ValueError, match="precision must be one of"):
-        model.with_precision("float16")
+        model.for_inference("float16")
 
 
 def test_kv_cache_and_static_cache_give_the_plain_path_s_tokens(make_model, clips):

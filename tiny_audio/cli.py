@@ -188,7 +188,7 @@ def transcribe(
 
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    asr = _load_model(model).with_precision(precision)
+    asr = _load_model(model).for_inference(precision)
 
     failed, good = 0, []
     for path in files:

@@ -22,7 +22,6 @@ class TinyAudioRecognizer:
     """A Tiny Audio model, greedy by default, batched."""
 
     def __init__(self, name_or_path: str, precision: str = "float32", **generate_kwargs: Any):
-        import torch
 
         from .evaluate import process_state
         from .model import ASRModel
@@ -30,10 +29,10 @@ class TinyAudioRecognizer:
         self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
         self.model = ASRModel.from_pretrained(name_or_path)
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
-        if device.type == "cuda":
-            self.model = self.model.to(device, torch.bfloat16)
+        if device.type == "cuda":  # bf16 on a GPU, whatever the CPU precision asked
+            self.model = self.model.for_inference("bfloat16").to(device)
         else:
-            self.model = self.model.with_precision(precision)
+            self.model = self.model.for_inference(precision)
         self.generate_kwargs = generate_kwargs
 
     def transcribe(self, arrays: list[np.ndarray]) -> list[str]:
