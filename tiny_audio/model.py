@@ -36,6 +36,16 @@ COMPONENTS = ("audio_tower", "projector", "language_model")
 PRECISIONS = ("float32", "bfloat16", "int8")
 
 
+def _contiguous_lm_head_input(language_model: nn.Module) -> None:
+    """Hand the LM head a contiguous input. At generation's first step the head gets the last position of each
+    row, a strided slice [batch, 1, dim]; with a frozen weight, torch's matmul then copies the whole weight once per
+    row and multiplies batch by batch: 0.7 s per batch of 8 for SmolLM2's 49,152 x 576 head on a CPU, instead of
+    4 ms after a copy of the few input values."""
+    head = language_model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+
+
 @contextmanager
 def _quiet_loading():
     """Backbones load in about a second; transformers' per-tensor "Loading weights" bar is only noise on stderr."""
@@ -103,6 +113,7 @@ class ASRModel(PreTrainedModel):
                 self.projector.norm_post.weight.fill_(float(table.float().pow(2).mean(-1).sqrt().mean()))
         self.audio_tower.requires_grad_(False)
         language_model.requires_grad_(False)
+        _contiguous_lm_head_input(language_model)
         config.encoder_lora_target_modules = encoder_lora_targets(
             config.audio_config, config.encoder_lora_target_modules
         )
@@ -291,6 +302,7 @@ class ASRModel(PreTrainedModel):
                 with warnings.catch_warnings():  # torch marks quantized tensor creation as deprecated; it works
                     warnings.simplefilter("ignore")
                     setattr(self, name, quantize_dynamic(getattr(self, name), {nn.Linear}, dtype=torch.qint8))
+            _contiguous_lm_head_input(self.language_model)  # the quantized lm_head is a new module
             return self.eval()
         return self.to(getattr(torch, precision)).eval()
 
