@@ -91,10 +91,10 @@ def main() -> None:
         shutil.copy2(args.run / "curves.png", evidence / "curves.png")
     else:
         plot_curves(history, evidence / "curves.png")
-    for stage, checkpoint in enumerate(args.earlier, start=1):
-        earlier = log_history(checkpoint)
+    for stage, earlier_checkpoint in enumerate(args.earlier, start=1):
+        earlier = log_history(earlier_checkpoint)
         (evidence / f"stage{stage}_log_history.json").write_text(json.dumps(earlier, indent=1) + "\n")
-        shutil.copy2(checkpoint / "train_config.yaml", evidence / f"stage{stage}_train_config.yaml")
+        shutil.copy2(earlier_checkpoint / "train_config.yaml", evidence / f"stage{stage}_train_config.yaml")
         plot_curves(earlier, evidence / f"stage{stage}_curves.png")
     results = []
     for path in args.results:

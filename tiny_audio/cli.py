@@ -165,12 +165,15 @@ def transcribe(
     from tqdm.auto import tqdm
 
     from .audio import AudioError, load_audio
+    from .model import PRECISIONS
     from .transcribe import format_transcript, transcribe_arrays
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if segment not in ("silence", "stride"):
         raise UserError(f"--segment must be silence or stride, got {segment!r}")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if stream and (fmt != "txt" or output_dir is not None or segment != "silence"):
         raise UserError(
             "--stream prints plain text as it comes; it does not combine with --format, --output-dir or "
@@ -184,10 +187,6 @@ def transcribe(
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot create output folder {output_dir}: {err.strerror}") from None
-    from .model import PRECISIONS
-
-    if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     asr = _load_model(model).for_inference(precision)
 
     failed, good = 0, []

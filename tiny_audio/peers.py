@@ -22,7 +22,6 @@ class TinyAudioRecognizer:
     """A Tiny Audio model, greedy by default, batched."""
 
     def __init__(self, name_or_path: str, precision: str = "float32", **generate_kwargs: Any):
-
         from .evaluate import process_state
         from .model import ASRModel
 
