@@ -210,16 +210,15 @@ train(config, output_dir=sys.argv[2], callbacks=[HashWeights()])
 
 
 def test_two_processes_keep_identical_weights_and_only_rank0_saves(backbones, manifest, tmp_path):
-    import socket
     import subprocess
     import sys
+
+    from tiny_audio.testing import free_port
 
     config_for(backbones, manifest, tmp_path)  # writes run.yaml
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp_path / "ddp"
     cmd = [
         sys.executable,
