@@ -1,14 +1,17 @@
 """Sentences for synthetic training speech, from text that installs offline from Debian.
 
-    apt-get install fortunes bible-kjv
+    apt-get install fortunes bible-kjv sword-comm-tdavid diatheke
     python scripts/synth_text.py --out data/synth-text.txt --count 3000
     python scripts/synth_text.py --out data/synth2-text.txt --count 6000 --exclude data/synth-text.txt
+    python scripts/synth_text.py --out data/synth3-text.txt --count 6000 --sources fortunes spurgeon \
+        --exclude data/synth-text.txt --exclude data/synth2-text.txt --seed 2
 
 The default model's second stage adds synthetic speech (`tiny-audio data synth`) to widen its vocabulary beyond
 the ~1,800 transcripts of ../shared/data/train, which it otherwise learns by heart. Sources: the fortune cookie
 files (quotations, literature, humour) and the King James Bible (narrative prose, close in register to the
-19th-century books LibriSpeech reads). Only plain sentences are kept: 6 to 30 words, letters and ordinary
-punctuation, no digits (a synthesizer's reading of "1887" need not match how a transcript writes it), no
+19th-century books LibriSpeech reads), and C. H. Spurgeon's "Treasury of David" (1869-1885; Victorian prose with a
+far wider vocabulary, read through SWORD's `diatheke`). Only plain sentences are kept: 6 to 30 words, letters and
+ordinary punctuation, no digits (a synthesizer's reading of "1887" need not match how a transcript writes it), no
 all-capital words. The draw is seeded, so the same packages give the same file.
 """
 
@@ -74,6 +77,50 @@ def bible_sentences() -> list[str]:
     return found
 
 
+def spurgeon_sentences() -> list[str]:
+    """Spurgeon's commentary on the Psalms, without the markup SWORD keeps in it."""
+    if shutil.which("diatheke") is None:
+        return []
+    out = subprocess.run(["diatheke", "-b", "TDavid", "-k", "Ps 1-150"], capture_output=True, text=True).stdout
+    # Only the tags go: a heading ("Psalm 23 OVERVIEW") stays glued to the sentence after it, which keep() then
+    # drops for its digits and capitals. (data/synth3-text.txt was drawn this way, so it stays so.)
+    text = re.sub(r"<[^>]+>", " ", out)
+    text = re.sub(r"^Psalms \d+:\d+:\s*", "", text, flags=re.MULTILINE)  # the "Psalms 23:1: " reference
+    return sentences(text)
+
+
+SOURCES = {
+    "fortunes": (fortune_sentences, "fortunes"),
+    "bible": (bible_sentences, "bible-kjv"),
+    "spurgeon": (spurgeon_sentences, "sword-comm-tdavid diatheke"),
+}
+
+
+def draw(pools: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
+    """An even share of `count` from each pool; what a small pool lacks is taken from the others."""
+    shuffled = {}
+    for name, pool in pools.items():
+        shuffled[name] = sorted(set(pool))
+        rng.shuffle(shuffled[name])
+    taken = {name: 0 for name in pools}
+    left = count
+    while left > 0:
+        open_pools = [name for name in pools if taken[name] < len(shuffled[name])]
+        if not open_pools:
+            break
+        share = max(1, left // len(open_pools))
+        for name in open_pools:
+            more = min(share, len(shuffled[name]) - taken[name], left)
+            taken[name] += more
+            left -= more
+    chosen = []
+    for name in pools:
+        print(f"{name}: {len(shuffled[name])} plain sentences, took {taken[name]}", file=sys.stderr)
+        chosen += shuffled[name][: taken[name]]
+    rng.shuffle(chosen)
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data/synth-text.txt"))
@@ -86,20 +133,21 @@ def main() -> None:
         default=[],
         help="a sentence file made earlier: its sentences are not drawn again (repeatable)",
     )
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        choices=sorted(SOURCES),
+        default=["fortunes", "bible"],
+        help="where the sentences come from, an even share each (default: fortunes bible)",
+    )
     args = parser.parse_args()
     taken = {line.strip() for path in args.exclude for line in path.read_text().splitlines()}
-    pools = {"fortunes": fortune_sentences(), "bible": bible_sentences()}
-    if not any(pools.values()):
-        sys.exit("no text found: apt-get install fortunes bible-kjv (Debian/Ubuntu)")
-    rng = random.Random(args.seed)
-    chosen = []
-    for name, pool in pools.items():
-        pool = sorted({s for s in pool if keep(s) and s not in taken})
-        rng.shuffle(pool)
-        take = pool[: args.count // len(pools)]
-        print(f"{name}: {len(pool)} plain sentences, took {len(take)}", file=sys.stderr)
-        chosen += take
-    rng.shuffle(chosen)
+    pools = {name: [s for s in SOURCES[name][0]() if keep(s) and s not in taken] for name in args.sources}
+    missing = [SOURCES[name][1] for name, pool in pools.items() if not pool]
+    if missing:
+        sys.exit(f"no text found for {', '.join(n for n, p in pools.items() if not p)}: "
+                 f"apt-get install {' '.join(missing)} (Debian/Ubuntu)")  # fmt: skip
+    chosen = draw(pools, args.count, random.Random(args.seed))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(chosen) + "\n")
     print(f"wrote {len(chosen)} sentences to {args.out}")

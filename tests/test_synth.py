@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import shutil
 import subprocess
 import sys
@@ -88,3 +90,31 @@ def test_synth_text_keeps_only_plain_sentences():
     assert synth_text.sentences(prose)[0] == "It was the best of times, it was the worst of times."
     kept = [s for s in synth_text.sentences(prose) if synth_text.keep(s)]
     assert kept == ["It was the best of times, it was the worst of times."]  # short, digits, capitals, dashes out
+
+
+def test_synth_text_draws_an_even_share_and_fills_from_larger_pools():
+    synth_text = _synth_text_module()
+    pools = {"small": [f"small {i}" for i in range(3)], "big": [f"big {i}" for i in range(100)]}
+    chosen = synth_text.draw(pools, 20, random.Random(0))
+    assert len(chosen) == len(set(chosen)) == 20
+    assert sum(s.startswith("small") for s in chosen) == 3  # all it has; the other 7 of its share come from "big"
+    assert chosen == synth_text.draw(pools, 20, random.Random(0))  # seeded
+    assert len(synth_text.draw(pools, 500, random.Random(0))) == 103  # never more than there is
+
+
+def test_synth_text_reads_spurgeon_without_sword_markup(tmp_path, monkeypatch):
+    synth_text = _synth_text_module()
+    fake = tmp_path / "diatheke"  # stands in for SWORD's reader, which prints OSIS markup after each reference
+    fake.write_text(
+        "#!/bin/sh\n"
+        "cat <<'END'\n"
+        'Psalms 23:1: <div sID="gen1" type="x-p"/><hi type="italic">There is no inspired title to this psalm, '
+        'and none is needed.</hi> It is <hi type="italic">David\'s</hi> Heavenly Pastoral.\n'
+        "END\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    found = synth_text.spurgeon_sentences()
+    assert "There is no inspired title to this psalm, and none is needed." in found
+    assert "It is David's Heavenly Pastoral." in found
+    assert not any("<" in s or "Psalms 23:1" in s for s in found)
