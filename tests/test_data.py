@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import soundfile as sf
 
@@ -56,3 +57,20 @@ def test_data_manifest_command_builds_then_checks(tmp_path):
         [sys.executable, "-m", "tiny_audio", "data", "manifest", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_text_overlap_flags_an_evaluation_transcript_found_in_training_text(tmp_path):
+    script = Path(__file__).parent.parent / "scripts" / "text_overlap.py"
+    train = tmp_path / "sentences.txt"
+    train.write_text("It was the best of times, it was the worst of times.\nA short line.\n")
+    dev = tmp_path / "dev.jsonl"
+    rows = [{"audio": "a.wav", "text": "AND IT WAS THE BEST OF TIMES IT WAS THE WORST OF TIMES INDEED"},
+            {"audio": "b.wav", "text": "It was the best of days, it was the worst of nights."}]  # fmt: skip
+    dev.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = [sys.executable, str(script), "--train", str(train), "--eval", str(dev)]
+    leaked = subprocess.run(run, capture_output=True, text=True)
+    assert leaked.returncode == 1 and "1 of 2 evaluation transcripts" in leaked.stdout and "INDEED" in leaked.stdout
+    clean = subprocess.run([*run[:-1], str(dev), "-n", "13"], capture_output=True, text=True)
+    assert clean.returncode == 0 and "0 of 2" in clean.stdout
+    missing = subprocess.run([*run[:3], str(tmp_path / "nope.txt"), *run[4:]], capture_output=True, text=True)
+    assert missing.returncode == 1 and "not found" in missing.stderr
