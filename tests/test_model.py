@@ -19,8 +19,13 @@ def test_forward_shapes_loss_and_gradients(make_model, clips, encoder, decoder):
     model = make_model(encoder, decoder).train()
     batch = model.processor(clips, text=["hello world", "one two three", "yes"], padding_side="right")
     out = model(**batch)
-    assert out.logits.shape == (*batch["input_ids"].shape, model.get_input_embeddings().num_embeddings)
+    vocab = model.get_input_embeddings().num_embeddings
+    # With labels the head runs only at the positions that predict a transcript token (the loss's positions).
+    predicting = (batch["labels"][:, 1:] != -100).any(0).nonzero().squeeze(-1)
+    assert out.logits.shape == (len(batch["input_ids"]), len(predicting), vocab)
     assert torch.isfinite(out.loss)
+    without_labels = {k: v for k, v in batch.items() if k != "labels"}
+    assert model(**without_labels).logits.shape == (*batch["input_ids"].shape, vocab)
     out.loss.backward()
     # Gradients only where training: projector and LoRA; frozen backbone weights get none.
     for name, param in model.named_parameters():
@@ -30,6 +35,24 @@ def test_forward_shapes_loss_and_gradients(make_model, clips, encoder, decoder):
             assert param.grad is not None and param.grad.abs().sum() > 0, name
         if not trains:
             assert param.grad is None, name
+
+
+@pytest.mark.parametrize("num_items", [None, 7])
+def test_loss_equals_the_full_logits_loss(make_model, clips, num_items):
+    """The head on transcript positions only is a shortcut: the loss (mean over transcript tokens, or the sum over
+    the Trainer's `num_items_in_batch`) matches the one computed from every position's logits."""
+    model = make_model()
+    batch = model.processor(clips, text=["hello world", "one two three", "yes"], padding_side="right")
+    labels = batch["labels"]
+    with torch.no_grad():
+        full = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        extra = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+        loss = model(**batch, **extra).loss
+    per_token = torch.nn.functional.cross_entropy(
+        full[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+    )
+    expected = per_token / (num_items or (labels[:, 1:] != -100).sum())
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_loss_only_on_transcript_tokens(make_model, clips):
