@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-from tiny_audio.augment import AugmentConfig, WaveformAugmenter, make_silence_clips, spec_augment
+from tiny_audio.augment import AugmentConfig, WaveformAugmenter, make_silence_clips, spec_augment, speed_copies
+from tiny_audio.data import load_rows
 from tiny_audio.testing import tone
 
 
 def test_speed_perturbation_changes_length_by_the_factor():
     aug = WaveformAugmenter(AugmentConfig(speed_range=[1.25, 1.25]))
     assert abs(len(aug(tone(2.0))) - round(32000 / 1.25)) <= 2
+
+
+def test_speed_copies_write_each_clip_at_each_factor_with_its_transcript(tmp_path):
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.flac", tone(2.0), 16000)
+    row = {"id": "a", "audio": "a.flac", "text": "HELLO THERE", "duration": 2.0, "source": "test"}
+    (tmp_path / "in" / "manifest.jsonl").write_text(json.dumps(row) + "\n")
+    counts = speed_copies(tmp_path / "in" / "manifest.jsonl", tmp_path / "sp", [0.9, 1.1])
+    assert counts["clips"] == 2 and counts["failed"] == 0
+    rows, _ = load_rows(tmp_path / "sp")  # the copies form a manifest the trainer reads as is
+    assert [r["id"] for r in rows] == ["a-sp0.9", "a-sp1.1"]
+    assert all(r["text"] == "HELLO THERE" and r["source"] == "test" for r in rows)
+    for r, factor in zip(rows, [0.9, 1.1], strict=True):
+        audio, rate = sf.read(r["audio"])
+        assert rate == 16000 and abs(len(audio) - 32000 / factor) <= 2
+        assert r["duration"] == pytest.approx(2.0 / factor, abs=1e-3)
+    with pytest.raises(ValueError, match="positive"):
+        speed_copies(tmp_path / "in" / "manifest.jsonl", tmp_path / "bad", [0.0])
 
 
 def test_noise_is_added_at_the_drawn_snr():

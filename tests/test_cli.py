@@ -52,6 +52,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
         (("info", "--preset", "seed", "projector_hidden_dim"), "not of the form key=value"),
         (("info", str(tmp_path)), "not a saved Tiny Audio model folder"),
         (("transcribe", "x.wav", "--model", str(tmp_path / "missing")), "cannot load model"),
+        (("data", "speed", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "sp")), "data not found"),
     ]:
         result = run(*args)
         assert result.returncode == 2, (args, result.stderr)

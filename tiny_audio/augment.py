@@ -12,6 +12,7 @@ empty-target clips work with it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import soxr
 import torch
 
 from .audio import AudioError, load_audio
+from .data import load_rows
 
 
 @dataclass
@@ -126,3 +128,35 @@ def make_silence_clips(folder: Path, count: int, sample_rate: int = 16000, seed:
             sf.write(path, audio, sample_rate)
         rows.append({"id": path.stem, "audio": str(path), "text": "", "duration": round(n / sample_rate, 3)})
     return rows
+
+
+def speed_copies(manifest: str | Path, out_dir: str | Path, factors: list[float]) -> dict[str, Any]:
+    """Write every clip of `manifest` played `factor` times faster, for each factor (Kaldi-style speed
+    perturbation: tempo and pitch change together), as 16 kHz FLAC with out_dir/manifest.jsonl; returns counts.
+
+    Fixed copies on disk, unlike `speed_range`, keep the frozen-encoder feature cache usable: each copy is one more
+    real voice (a little lower or higher, slower or faster) whose frames are computed once."""
+    if not factors or any(f <= 0 for f in factors):
+        raise ValueError(f"speed factors must be positive, got {factors}")
+    rows, report = load_rows(manifest)
+    if not rows:
+        raise ValueError(f"{manifest}: no usable rows ({report})")
+    out = Path(out_dir)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    written, failed = [], 0
+    for factor in factors:
+        for row in rows:
+            name = f"{Path(row['audio']).stem}-sp{factor:g}"
+            target = out / "audio" / f"{name}.flac"
+            try:
+                audio = load_audio(row["audio"])
+            except AudioError:
+                failed += 1
+                continue
+            # Played `factor` times faster: resample to rate/factor and read it at the original rate.
+            audio = soxr.resample(audio, 16000, 16000 / factor).astype(np.float32)
+            sf.write(target, audio, 16000)
+            written.append({**row, "id": f"{row['id']}-sp{factor:g}", "audio": f"audio/{name}.flac",
+                            "duration": round(len(audio) / 16000, 3), "speed": factor})  # fmt: skip
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in written))
+    return {"clips": len(written), "failed": failed, "hours": sum(r["duration"] for r in written) / 3600}

@@ -521,6 +521,26 @@ def data_synth(
     )
 
 
+@data_app.command("speed")
+def data_speed(
+    manifest: Annotated[Path, typer.Argument(help="A manifest (or a folder holding manifest.jsonl) to copy.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (audio/ and manifest.jsonl).")],
+    factor: Annotated[list[float], typer.Option(help="Speed factor, repeatable: 0.9 slower, 1.1 faster.")] = [0.9, 1.1],  # noqa: B006
+) -> None:
+    """Write speed-perturbed copies of a manifest's clips (tempo and pitch together, as Kaldi's recipes do), so
+    the feature cache can hold them as extra voices; the transcripts are unchanged."""
+    from .augment import speed_copies
+
+    try:
+        counts = speed_copies(manifest, out, factor)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+    typer.echo(
+        f"{counts['clips']} clips ({counts['hours'] * 60:.1f} min), {counts['failed']} unreadable; "
+        f"manifest: {out / 'manifest.jsonl'}"
+    )
+
+
 # -------------------------------------------------------------------------------------------------- models
 models_app = typer.Typer(help="Named offline backbones: list them, or convert one into the cache.")
 app.add_typer(models_app, name="models")
