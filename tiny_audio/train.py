@@ -88,7 +88,7 @@ class TrainingConfig:
     gradient_accumulation_steps: int = 1
     gradient_checkpointing: bool = False
     group_by_length: bool = True  # batches of similar duration waste less padding
-    # None: bf16 on a GPU that supports it, fp32 otherwise. true on a CPU is autocast: x1.4 per step where the CPU
+    # None: bf16 on a GPU that supports it, fp32 otherwise. true on a CPU is autocast: x1.6 per step where the CPU
     # has bf16 matrix units (AMX, AVX512-BF16), slower elsewhere.
     bf16: bool | None = None
     logging_steps: int = 10
