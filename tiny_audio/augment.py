@@ -45,6 +45,11 @@ class AugmentConfig:
         return self.speed_range is not None or self.noise_snr_db is not None
 
 
+def change_speed(audio: np.ndarray, factor: float, rate: int = 16000) -> np.ndarray:
+    """The clip played `factor` times faster (tempo and pitch together): resampled to rate/factor, read at rate."""
+    return soxr.resample(audio, rate, rate / factor).astype(np.float32)
+
+
 class WaveformAugmenter:
     """Speed and noise on 16 kHz float32 arrays."""
 
@@ -73,9 +78,7 @@ class WaveformAugmenter:
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         c = self.config
         if c.speed_range is not None:
-            factor = self.rng.uniform(*c.speed_range)
-            # Played `factor` times faster: resample to rate/factor and read it at the original rate.
-            audio = soxr.resample(audio, self.rate, self.rate / factor).astype(np.float32)
+            audio = change_speed(audio, self.rng.uniform(*c.speed_range), self.rate)
         if c.noise_snr_db is not None and self.rng.random() < c.noise_prob:
             noise = self.noise(len(audio))
             snr = self.rng.uniform(*c.noise_snr_db)
@@ -143,20 +146,20 @@ def speed_copies(manifest: str | Path, out_dir: str | Path, factors: list[float]
         raise ValueError(f"{manifest}: no usable rows ({report})")
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    written, failed = [], 0
-    for factor in factors:
-        for row in rows:
+    by_factor: dict[float, list[dict[str, Any]]] = {factor: [] for factor in factors}
+    failed = 0
+    for row in rows:
+        try:
+            audio = load_audio(row["audio"])  # decoded once for all factors
+        except AudioError:
+            failed += len(factors)
+            continue
+        for factor in factors:
             name = f"{Path(row['audio']).stem}-sp{factor:g}"
-            target = out / "audio" / f"{name}.flac"
-            try:
-                audio = load_audio(row["audio"])
-            except AudioError:
-                failed += 1
-                continue
-            # Played `factor` times faster: resample to rate/factor and read it at the original rate.
-            audio = soxr.resample(audio, 16000, 16000 / factor).astype(np.float32)
-            sf.write(target, audio, 16000)
-            written.append({**row, "id": f"{row['id']}-sp{factor:g}", "audio": f"audio/{name}.flac",
-                            "duration": round(len(audio) / 16000, 3), "speed": factor})  # fmt: skip
+            copy = change_speed(audio, factor)
+            sf.write(out / "audio" / f"{name}.flac", copy, 16000)
+            by_factor[factor].append({**row, "id": f"{row['id']}-sp{factor:g}", "audio": f"audio/{name}.flac",
+                                      "duration": round(len(copy) / 16000, 3), "speed": factor})  # fmt: skip
+    written = [r for factor in factors for r in by_factor[factor]]  # all of one factor, then the next
     (out / "manifest.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in written))
     return {"clips": len(written), "failed": failed, "hours": sum(r["duration"] for r in written) / 3600}
