@@ -125,6 +125,26 @@ def test_resume_continues_exactly_where_the_run_stopped(backbones, manifest, tmp
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
 
 
+def test_average_with_ends_on_the_mean_of_this_run_and_the_given_weights(backbones, manifest, tmp_path):
+    first = train(config_for(backbones, manifest, tmp_path, "data.dev=null"), output_dir=tmp_path / "a")
+    soup = config_for(backbones, manifest, tmp_path, "data.dev=null", "training.seed=7", f"training.average_with=[{first}]")
+    final = train(soup, output_dir=tmp_path / "b")
+    own = load_file(str(tmp_path / "b" / "checkpoint-8" / "model.safetensors"))  # checkpoints stay the run's own
+    other, mean = load_file(str(first / "model.safetensors")), load_file(str(final / "model.safetensors"))
+    assert mean.keys() == own.keys()
+    assert not torch.equal(own["projector.down_proj.weight"], other["projector.down_proj.weight"])
+    for key in mean:
+        torch.testing.assert_close(mean[key], (own[key] + other[key]) / 2)
+    assert "average_with" in (final / "train_config.yaml").read_text()
+
+
+def test_average_with_a_missing_folder_fails_before_training(backbones, manifest, tmp_path):
+    config = config_for(backbones, manifest, tmp_path, f"training.average_with=[{tmp_path / 'nowhere'}]")
+    with pytest.raises(FileNotFoundError, match="average_with"):
+        train(config, output_dir=tmp_path / "run")
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
 def test_unwritable_output_folder_fails_before_training(backbones, manifest, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -77,6 +77,9 @@ class TrainingConfig:
     output_dir: str = "runs/tiny-audio"
     stage: str = "all"  # projector | decoder | encoder | all
     init_from: str | None = None  # an earlier stage's output folder or checkpoint
+    # Run outputs or checkpoints of this design: the final model is the mean of this run's last weights and theirs
+    # (a model soup), e.g. the stage it continued from. Applied once training ends; the checkpoints stay the run's own.
+    average_with: list[str] = field(default_factory=list)
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -223,6 +226,33 @@ def load_trained_weights(model: ASRModel, folder: str | Path) -> list[str]:
     return sorted(set(expected) - set(state))
 
 
+def average_trained_weights(model: ASRModel, folders: list[str | Path]) -> None:
+    """Replace the model's trained weights (projector and LoRA) by their mean with those saved in `folders`.
+
+    Each tensor is averaged on its own, LoRA's A and B factors too: for runs on one trajectory (a stage and the one
+    it continued from) the factors stay close, so this is near the mean of the updates; check the result on dev.
+    """
+    own = model.trained_state_dict()
+    total = {key: value.detach().float().clone() for key, value in own.items()}
+    for folder in folders:
+        path = Path(folder) / WEIGHTS_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"training.average_with: {folder} has no {WEIGHTS_NAME}")
+        state = load_file(str(path))
+        if set(state) != set(own):
+            different = sorted(set(state) ^ set(own))
+            raise ValueError(f"training.average_with: {folder} holds other trained tensors (e.g. {different[:3]})")
+        for key, value in state.items():
+            if value.shape != own[key].shape:
+                raise ValueError(
+                    f"training.average_with: {key} in {folder} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(own[key].shape)}"
+                )
+            total[key] += value.float()
+    mean = {key: (value / (len(folders) + 1)).to(own[key].dtype) for key, value in total.items()}
+    model.load_state_dict(mean, strict=False)
+
+
 def build_model(config: TrainConfig) -> ASRModel:
     """The model for this run: backbones, the stage's trainable parts, earlier-stage weights."""
     model = ASRModel(ASRConfig(**config.model))
@@ -366,6 +396,9 @@ def train(
     output_dir = Path(output_dir or config.training.output_dir)
     config.training.output_dir = str(output_dir)
     check_output_dir(output_dir)
+    for folder in config.training.average_with:  # a missing one should stop the run now, not after hours
+        if not (Path(folder) / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"training.average_with: {folder} has no {WEIGHTS_NAME}")
     set_seed(config.training.seed)
 
     d = config.data
@@ -463,6 +496,9 @@ def train(
             last = trainer.evaluate()
         print(f"dev: loss {last['eval_loss']:.4f} (perplexity {math.exp(min(last['eval_loss'], 50)):.1f})")
     final = output_dir / "final"
+    if config.training.average_with:
+        average_trained_weights(model, config.training.average_with)
+        print(f"final: the mean of this run's weights and {', '.join(config.training.average_with)}")
     if trainer.is_world_process_zero():
         model.save_pretrained(final)
         (final / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
