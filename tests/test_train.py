@@ -127,7 +127,9 @@ def test_resume_continues_exactly_where_the_run_stopped(backbones, manifest, tmp
 
 def test_average_with_ends_on_the_mean_of_this_run_and_the_given_weights(backbones, manifest, tmp_path):
     first = train(config_for(backbones, manifest, tmp_path, "data.dev=null"), output_dir=tmp_path / "a")
-    soup = config_for(backbones, manifest, tmp_path, "data.dev=null", "training.seed=7", f"training.average_with=[{first}]")
+    soup = config_for(
+        backbones, manifest, tmp_path, "data.dev=null", "training.seed=7", f"training.average_with=[{first}]"
+    )
     final = train(soup, output_dir=tmp_path / "b")
     own = load_file(str(tmp_path / "b" / "checkpoint-8" / "model.safetensors"))  # checkpoints stay the run's own
     other, mean = load_file(str(first / "model.safetensors")), load_file(str(final / "model.safetensors"))
