@@ -100,3 +100,19 @@ def test_transformers_pipeline_loads_the_shipped_folder(default_model):
     asr = pipeline("automatic-speech-recognition", model=str(DEFAULT_MODEL_DIR), trust_remote_code=True)
     text = asr(str(BUNDLED_SAMPLE))["text"]
     assert text == transcribe(default_model, [BUNDLED_SAMPLE])[0].text
+
+
+def test_model_card_lists_every_stage_of_the_recipe(tmp_path):
+    from tiny_audio.hub import _stages, card_metadata
+
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    assert card_metadata(card)["model-index"][0]["results"][0]["metrics"][0]["type"] == "wer"
+    table = _stages(DEFAULT_MODEL_DIR)
+    assert table and table in card, "ship_default.py writes the card with the stage table"
+    earlier = len(list((DEFAULT_MODEL_DIR / "training").glob("stage*_train_config.yaml")))
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == earlier + 1
+    shipped = yaml.safe_load((DEFAULT_MODEL_DIR / "train_config.yaml").read_text())["training"]
+    if shipped.get("average_with"):
+        assert "final = mean with" in rows[-1]
+    assert _stages(tmp_path) == ""  # a one-stage model has no table

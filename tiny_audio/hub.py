@@ -118,7 +118,7 @@ WER and CER after Whisper's English text normalizer on reference and hypothesis 
 |---|---|---:|---:|---:|---|
 {rows or "| (not evaluated yet) | | | | | |"}{by_source}
 
-## Training recipe
+{_stages(folder)}## Training recipe
 
 ```yaml
 {recipe.strip()}
@@ -133,6 +133,41 @@ WER and CER after Whisper's English text normalizer on reference and hypothesis 
   pause near a window limit can still have a word split at the cut.
 """
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
+
+
+def _stages(folder: Path) -> str:
+    """A table of the training stages whose evidence lies beside the weights (training/stageN_* for the earlier
+    ones, train_config.yaml and training/log_history.json for the last), or "" for a one-stage model."""
+    evidence = folder / "training"
+    files = sorted(evidence.glob("stage*_train_config.yaml"), key=lambda p: int(p.name[5:].split("_")[0]))
+    if not files or not (folder / "train_config.yaml").is_file():
+        return ""
+    logs = [evidence / f"{p.name.split('_')[0]}_log_history.json" for p in files]
+    stages = list(zip(files, logs, strict=True)) + [(folder / "train_config.yaml", evidence / "log_history.json")]
+    lines = [
+        "| stage | run | started from | training data | lr | epochs | steps | dev loss |",
+        "|---:|---|---|---|---:|---:|---:|---:|",
+    ]
+    for number, (config_file, log_file) in enumerate(stages, start=1):
+        config = yaml.safe_load(config_file.read_text())
+        t, d = config.get("training", {}), config.get("data", {})
+        history = json.loads(log_file.read_text()) if log_file.is_file() else []
+        steps = max((h.get("step", 0) for h in history), default=0)
+        losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+        started = Path(t["init_from"]).as_posix() if t.get("init_from") else "the backbones"
+        if t.get("average_with"):
+            started += "; final = mean with " + ", ".join(Path(f).as_posix() for f in t["average_with"])
+        weights = d.get("train_weights") or [1.0] * len(d.get("train", []))
+        data = ", ".join(f"{s} x{w:g}" for s, w in zip(d.get("train", []), weights, strict=False))
+        loss = f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "-"
+        lines.append(
+            f"| {number} | {Path(t.get('output_dir', '-')).name} | {started} | {data} | {t.get('learning_rate', '-')} "
+            f"| {t.get('num_train_epochs', '-')} | {steps} | {loss} |"
+        )
+    return (
+        "## Training stages\n\nEach stage continued from the one before; their configs, logs and curves are in "
+        "`training/` beside the weights, the last stage's recipe below.\n\n" + "\n".join(lines) + "\n\n"
+    )
 
 
 def _parameters(folder: Path) -> str:
