@@ -299,7 +299,7 @@ class ASRModel(PreTrainedModel):
     def for_inference(self, precision: str = "float32") -> ASRModel:
         """Ready for transcription only: LoRA folded into the base weights (no extra matmuls per layer: ~10%
         faster), eval mode, and the CPU precision: float32 (as trained), bfloat16 (x1.6 in batches of 8 where the
-        CPU has bf16 matrix units, AMX or AVX512-BF16, slower elsewhere; near-identical text) or int8 (dynamic
+        CPU has bf16 matrix units, AMX or AVX512-BF16, slower elsewhere; dev WER a point or two higher) or int8 (dynamic
         quantization: every Linear layer's weights stored int8, activations quantized per batch on the fly).
         SmolLM2's activations have outlier channels that per-tensor activation scales cannot hold: int8 doubles
         the default model's WER, also with per-channel weight scales, so bfloat16 is the fast option."""
