@@ -153,8 +153,8 @@ def transcribe(
         str,
         typer.Option(
             help="CPU inference: float32 (as trained); bfloat16 (x1.6 in batches of 8 on CPUs with AMX or "
-            "AVX512-BF16, slower on others; WER a point or two higher); int8 (dynamic quantization: faster, but doubles "
-            "the default model's WER)."
+            "AVX512-BF16, slower on others; WER a point or two higher); int8 (dynamic quantization: faster, but "
+            "doubles the default model's WER)."
         ),
     ] = "float32",
     stream: Annotated[
