@@ -207,23 +207,34 @@ def set_stage(model: ASRModel, stage: str) -> None:
             param.requires_grad = False
 
 
-def load_trained_weights(model: ASRModel, folder: str | Path) -> list[str]:
-    """Load an earlier stage's trained weights; returns the trained tensors it did not have (e.g. new LoRA)."""
+def trained_weights_file(folder: str | Path, setting: str) -> Path:
+    """The trained-weights file of a run output or checkpoint that `setting` names; an error if it has none."""
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"training.init_from: {folder} has no {WEIGHTS_NAME}")
-    state = load_file(str(path))
+        raise FileNotFoundError(f"{setting}: {folder} has no {WEIGHTS_NAME}")
+    return path
+
+
+def read_trained_weights(model: ASRModel, folder: str | Path, setting: str) -> dict[str, torch.Tensor]:
+    """A folder's trained weights, checked to fit `model`: no tensor it lacks, every shape its own."""
+    state = load_file(str(trained_weights_file(folder, setting)))
     expected = model.trained_state_dict()
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
-        raise ValueError(f"training.init_from: {folder} does not fit this model (e.g. {unexpected[:3]})")
+        raise ValueError(f"{setting}: {folder} does not fit this model (e.g. {unexpected[:3]})")
     for key, value in state.items():
         if expected[key].shape != value.shape:
             raise ValueError(
-                f"training.init_from: {key} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+                f"{setting}: {key} in {folder} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
             )
+    return state
+
+
+def load_trained_weights(model: ASRModel, folder: str | Path) -> list[str]:
+    """Load an earlier stage's trained weights; returns the trained tensors it did not have (e.g. new LoRA)."""
+    state = read_trained_weights(model, folder, "training.init_from")
     model.load_state_dict(state, strict=False)
-    return sorted(set(expected) - set(state))
+    return sorted(set(model.trained_state_dict()) - set(state))
 
 
 def average_trained_weights(model: ASRModel, folders: list[str | Path]) -> None:
@@ -235,19 +246,11 @@ def average_trained_weights(model: ASRModel, folders: list[str | Path]) -> None:
     own = model.trained_state_dict()
     total = {key: value.detach().float().clone() for key, value in own.items()}
     for folder in folders:
-        path = Path(folder) / WEIGHTS_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"training.average_with: {folder} has no {WEIGHTS_NAME}")
-        state = load_file(str(path))
-        if set(state) != set(own):
-            different = sorted(set(state) ^ set(own))
-            raise ValueError(f"training.average_with: {folder} holds other trained tensors (e.g. {different[:3]})")
+        state = read_trained_weights(model, folder, "training.average_with")
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise ValueError(f"training.average_with: {folder} lacks trained tensors of this run (e.g. {missing[:3]})")
         for key, value in state.items():
-            if value.shape != own[key].shape:
-                raise ValueError(
-                    f"training.average_with: {key} in {folder} has shape {tuple(value.shape)}, "
-                    f"expected {tuple(own[key].shape)}"
-                )
             total[key] += value.float()
     mean = {key: (value / (len(folders) + 1)).to(own[key].dtype) for key, value in total.items()}
     model.load_state_dict(mean, strict=False)
@@ -397,8 +400,7 @@ def train(
     config.training.output_dir = str(output_dir)
     check_output_dir(output_dir)
     for folder in config.training.average_with:  # a missing one should stop the run now, not after hours
-        if not (Path(folder) / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"training.average_with: {folder} has no {WEIGHTS_NAME}")
+        trained_weights_file(folder, "training.average_with")
     set_seed(config.training.seed)
 
     d = config.data
@@ -496,10 +498,10 @@ def train(
             last = trainer.evaluate()
         print(f"dev: loss {last['eval_loss']:.4f} (perplexity {math.exp(min(last['eval_loss'], 50)):.1f})")
     final = output_dir / "final"
-    if config.training.average_with:
-        average_trained_weights(model, config.training.average_with)
-        print(f"final: the mean of this run's weights and {', '.join(config.training.average_with)}")
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero():  # only rank 0 writes the final model, so only it needs the mean
+        if config.training.average_with:
+            average_trained_weights(model, config.training.average_with)
+            print(f"final: the mean of this run's weights and {', '.join(config.training.average_with)}")
         model.save_pretrained(final)
         (final / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         plot_curves(trainer.state.log_history, output_dir / "curves.png")
