@@ -25,11 +25,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from tiny_audio.hub import TRAINER_FILES, model_card
+from tiny_audio.hub import STAGE_FILES, TRAINER_FILES, model_card, training_stages
 from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
 from tiny_audio.train import last_complete_checkpoint, plot_curves
-
-STAGE_FILES = {"log": "log_history.json", "config": "train_config.yaml", "curves": "curves.png"}
 
 
 def log_history(checkpoint: Path) -> list[dict]:
@@ -39,19 +37,10 @@ def log_history(checkpoint: Path) -> list[dict]:
 
 def shipped_stages(target: Path) -> tuple[list[dict[str, bytes]], dict[str, bytes]]:
     """The shipped folder's stages, first first (each {log, config, curves} as bytes), and its dev results."""
+    stages = [{kind: path.read_bytes() for kind, path in stage.items()} for stage in training_stages(target)]
+    if not stages:
+        raise SystemExit(f"--after-shipped: {target} holds no shipped model (no train_config.yaml)")
     evidence = target / "training"
-    stages = []
-    for number in range(1, 100):
-        files = {kind: evidence / f"stage{number}_{name}" for kind, name in STAGE_FILES.items()}
-        if not files["config"].is_file():
-            break
-        stages.append({kind: path.read_bytes() for kind, path in files.items()})
-    last = {
-        "log": evidence / "log_history.json",
-        "config": target / "train_config.yaml",
-        "curves": evidence / "curves.png",
-    }
-    stages.append({kind: path.read_bytes() for kind, path in last.items()})
     dev = {path.name: path.read_bytes() for path in evidence.glob("dev_*.json") if "previous" not in path.name}
     return stages, dev
 

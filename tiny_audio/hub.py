@@ -31,6 +31,10 @@ def _hub_id(model_id: str | None) -> str | None:
     return model_id if model_id and not Path(model_id).exists() and "/" in model_id else None
 
 
+# A training stage's evidence beside a shipped model's weights (training/stageN_<name> for the earlier stages).
+STAGE_FILES = {"log": "log_history.json", "config": "train_config.yaml", "curves": "curves.png"}
+
+
 def model_card(
     folder: str | Path,
     results: list[dict[str, Any]] | None = None,
@@ -135,23 +139,40 @@ WER and CER after Whisper's English text normalizer on reference and hypothesis 
     return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body).content
 
 
-def _stages(folder: Path) -> str:
-    """A table of the training stages whose evidence lies beside the weights (training/stageN_* for the earlier
-    ones, train_config.yaml and training/log_history.json for the last), or "" for a one-stage model."""
+def training_stages(folder: str | Path) -> list[dict[str, Path]]:
+    """The training stages whose evidence lies beside a model's weights, first first, each {config, log, curves}:
+    training/stageN_* for the earlier ones (written by scripts/ship_default.py), then the folder's own recipe
+    with training/log_history.json and curves.png. Empty without a train_config.yaml."""
+    folder = Path(folder)
     evidence = folder / "training"
-    files = sorted(evidence.glob("stage*_train_config.yaml"), key=lambda p: int(p.name[5:].split("_")[0]))
-    if not files or not (folder / "train_config.yaml").is_file():
+    if not (folder / "train_config.yaml").is_file():
+        return []
+    earlier = sorted(evidence.glob("stage*_train_config.yaml"), key=lambda p: int(p.name[5:].split("_")[0]))
+    stages = [
+        {kind: evidence / p.name.replace("train_config.yaml", name) for kind, name in STAGE_FILES.items()}
+        for p in earlier
+    ]
+    last = {
+        "config": folder / "train_config.yaml",
+        "log": evidence / "log_history.json",
+        "curves": evidence / "curves.png",
+    }
+    return [*stages, last]
+
+
+def _stages(folder: Path) -> str:
+    """A table of the training stages whose evidence lies beside the weights, or "" for a one-stage model."""
+    stages = training_stages(folder)
+    if len(stages) < 2:
         return ""
-    logs = [evidence / f"{p.name.split('_')[0]}_log_history.json" for p in files]
-    stages = list(zip(files, logs, strict=True)) + [(folder / "train_config.yaml", evidence / "log_history.json")]
     lines = [
         "| stage | run | started from | training data | lr | epochs | steps | dev loss |",
         "|---:|---|---|---|---:|---:|---:|---:|",
     ]
-    for number, (config_file, log_file) in enumerate(stages, start=1):
-        config = yaml.safe_load(config_file.read_text())
+    for number, stage in enumerate(stages, start=1):
+        config = yaml.safe_load(stage["config"].read_text())
         t, d = config.get("training", {}), config.get("data", {})
-        history = json.loads(log_file.read_text()) if log_file.is_file() else []
+        history = json.loads(stage["log"].read_text()) if stage["log"].is_file() else []
         steps = max((h.get("step", 0) for h in history), default=0)
         losses = [h["eval_loss"] for h in history if "eval_loss" in h]
         started = Path(t["init_from"]).as_posix() if t.get("init_from") else "the backbones"
