@@ -10,18 +10,16 @@ in batches of 8, to see whether a partial int8 keeps the accuracy and some of th
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
+from inference_cpu import clips  # beside this script
 from torch import nn
 from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
 from tiny_audio import ASRModel
-from tiny_audio.audio import load_audio
-from tiny_audio.data import load_rows, shared_data_dir
 from tiny_audio.evaluate import word_error_rate
 from tiny_audio.transcribe import transcribe
 
@@ -56,12 +54,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--data", type=Path)
     args = parser.parse_args()
-    folder = args.data or shared_data_dir()
-    if folder is None:
-        sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
-    rows, _ = load_rows(folder / "dev")
-    rows = rows[:: max(len(rows) // args.clips, 1)][: args.clips]
-    audio = [load_audio(r["audio"]) for r in rows]
+    audio, references = clips(args.data, args.clips)  # the same spread of dev clips as inference_cpu.py
     seconds = sum(len(a) for a in audio) / 16000
     print(f"{'variant':<28}{'WER %':>8}{'RTFx':>8}")
     for name, keep_float in VARIANTS.items():
@@ -70,7 +63,7 @@ def main() -> None:
         start = time.perf_counter()
         texts = [t.text for t in transcribe(model, audio, batch_size=8)]
         wall = time.perf_counter() - start
-        wer = 100 * word_error_rate([r["text"] for r in rows], texts)["wer"]
+        wer = 100 * word_error_rate(references, texts)["wer"]
         print(f"{name:<28}{wer:>8.2f}{seconds / wall:>8.2f}", flush=True)
 
 
