@@ -5,6 +5,8 @@
     python scripts/synth_text.py --out data/synth2-text.txt --count 6000 --exclude data/synth-text.txt
     python scripts/synth_text.py --out data/synth3-text.txt --count 6000 --sources fortunes spurgeon \
         --exclude data/synth-text.txt --exclude data/synth2-text.txt --seed 2
+    python scripts/synth_text.py --out data/synth4-text.txt --count 2400 --sources bible spurgeon \
+        --exclude data/synth-text.txt --exclude data/synth2-text.txt --exclude data/synth3-text.txt --seed 4
 
 The default model's second stage adds synthetic speech (`tiny-audio data synth`) to widen its vocabulary beyond
 the ~1,800 transcripts of ../shared/data/train, which it otherwise learns by heart. Sources: the fortune cookie

@@ -1,7 +1,7 @@
 """Check that training text does not leak evaluation transcripts: shared word n-grams between the two.
 
     python scripts/text_overlap.py --train data/synth-text.txt data/synth2-text.txt data/synth3-text.txt \
-        --eval ../shared/data/dev/manifest.jsonl ../shared/data/longform/manifest.jsonl
+        data/synth4-text.txt --eval ../shared/data/dev/manifest.jsonl ../shared/data/longform/manifest.jsonl
 
 Synthetic training sentences are drawn from public text; were one of them a dev sentence, the model could recite
 it and dev WER would flatter it. Every evaluation transcript that shares an n-gram (8 words by default, after
