@@ -7,6 +7,10 @@
         --exclude data/synth-text.txt --exclude data/synth2-text.txt --seed 2
     python scripts/synth_text.py --out data/synth4-text.txt --count 2400 --sources bible spurgeon \
         --exclude data/synth-text.txt --exclude data/synth2-text.txt --exclude data/synth3-text.txt --seed 4
+    python scripts/synth_text.py --out data/synth5-text.txt --count 2400 --sources bible spurgeon --seed 5 \
+        --exclude data/synth-text.txt --exclude data/synth2-text.txt --exclude data/synth3-text.txt \
+        --exclude data/synth4-text.txt --avoid ../shared/data/dev/manifest.jsonl \
+        --avoid ../shared/data/longform/manifest.jsonl
 
 The default model's second stage adds synthetic speech (`tiny-audio data synth`) to widen its vocabulary beyond
 the ~1,800 transcripts of ../shared/data/train, which it otherwise learns by heart. Sources: the fortune cookie
@@ -14,7 +18,8 @@ files (quotations, literature, humour) and the King James Bible (narrative prose
 19th-century books LibriSpeech reads), and C. H. Spurgeon's "Treasury of David" (1869-1885; Victorian prose with a
 far wider vocabulary, read through SWORD's `diatheke`). Only plain sentences are kept: 6 to 30 words, letters and
 ordinary punctuation, no digits (a synthesizer's reading of "1887" need not match how a transcript writes it), no
-all-capital words. The draw is seeded, so the same packages give the same file.
+all-capital words. The draw is seeded, so the same packages give the same file. `--avoid` leaves out sentences that
+share 8 words with an evaluation set (data/synth4-text.txt, drawn without it, shares a Bible verse with 3 dev clips).
 """
 
 from __future__ import annotations
@@ -98,6 +103,17 @@ SOURCES = {
 }
 
 
+def avoid_overlap(pools: dict[str, list[str]], manifests: list[Path], n: int = 8) -> dict[str, list[str]]:
+    """The pools without sentences that share an n-word sequence with the manifests' transcripts."""
+    from text_overlap import ngrams, texts, words  # beside this script: the same test it runs
+
+    evaluation = {g for path in manifests for text in texts(path) for g in ngrams(words(text), n)}
+    kept = {name: [s for s in pool if not ngrams(words(s), n) & evaluation] for name, pool in pools.items()}
+    for name, pool in pools.items():
+        print(f"{name}: left out {len(pool) - len(kept[name])} sharing {n} words with --avoid", file=sys.stderr)
+    return kept
+
+
 def draw(pools: dict[str, list[str]], count: int, rng: random.Random) -> list[str]:
     """An even share of `count` from each pool; what a small pool lacks is taken from the others."""
     shuffled = {}
@@ -142,9 +158,19 @@ def main() -> None:
         default=["fortunes", "bible"],
         help="where the sentences come from, an even share each (default: fortunes bible)",
     )
+    parser.add_argument(
+        "--avoid",
+        type=Path,
+        action="append",
+        default=[],
+        help="an evaluation manifest: sentences sharing an 8-word sequence with its transcripts are not drawn "
+        "(repeatable; the same test as scripts/text_overlap.py)",
+    )
     args = parser.parse_args()
     taken = {line.strip() for path in args.exclude for line in path.read_text().splitlines()}
     pools = {name: [s for s in SOURCES[name][0]() if keep(s) and s not in taken] for name in args.sources}
+    if args.avoid:
+        pools = avoid_overlap(pools, args.avoid)
     missing = [SOURCES[name][1] for name, pool in pools.items() if not pool]
     if missing:
         sys.exit(f"no text found for {', '.join(n for n, p in pools.items() if not p)}: "

@@ -141,6 +141,17 @@ def test_synth_text_draws_an_even_share_and_fills_from_larger_pools():
     assert len(synth_text.draw(pools, 500, random.Random(0))) == 103  # never more than there is
 
 
+def test_synth_text_avoids_sentences_that_share_eight_words_with_evaluation_transcripts(tmp_path, monkeypatch):
+    synth_text = _synth_text_module()
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent / "scripts"))  # as when run as a script
+    dev = tmp_path / "manifest.jsonl"
+    dev.write_text(json.dumps({"text": "YOUR HEAVENLY FATHER KNOWETH THAT YE HAVE NEED OF THESE THINGS AND JANE"}))
+    verse = "And your Father knoweth that ye have need of these things."
+    near = "Your Father knoweth that ye have need of all things."  # 7 shared words in a row: kept
+    kept = synth_text.avoid_overlap({"bible": [verse, near], "other": ["A plain sentence of no concern here."]}, [dev])
+    assert kept == {"bible": [near], "other": ["A plain sentence of no concern here."]}
+
+
 def test_synth_text_reads_spurgeon_without_sword_markup(tmp_path, monkeypatch):
     synth_text = _synth_text_module()
     fake = tmp_path / "diatheke"  # stands in for SWORD's reader, which prints OSIS markup after each reference
