@@ -96,18 +96,21 @@ def neural_speaker(engine: str) -> Callable[[str, Voice], tuple[np.ndarray, int]
     return lambda line, voice: (np.asarray(hibari(line, seed=voice.pitch, speed=voice.speed), np.float32), 24000)
 
 
-def speak_with_program(line: str, voice: Voice) -> np.ndarray | None:
-    """Speak a line with espeak-ng or flite: 16 kHz mono audio, or None where the program failed."""
-    with tempfile.TemporaryDirectory() as tmp:
-        text_path, wav = Path(tmp) / "line.txt", Path(tmp) / "out.wav"
-        text_path.write_text(line + "\n")
-        done = subprocess.run(voice.command(text_path, wav), capture_output=True, timeout=120)
-        if done.returncode != 0 or not wav.is_file():
-            return None
-        try:
+def speak(line: str, voice: Voice) -> np.ndarray | None:
+    """Speak a line with the voice's engine: 16 kHz mono audio, or None where the engine failed."""
+    try:
+        if voice.engine in NEURAL_ENGINES:
+            array, rate = neural_speaker(voice.engine)(line, voice)
+            return load_audio(array, sampling_rate=rate)
+        with tempfile.TemporaryDirectory() as tmp:
+            text_path, wav = Path(tmp) / "line.txt", Path(tmp) / "out.wav"
+            text_path.write_text(line + "\n")
+            done = subprocess.run(voice.command(text_path, wav), capture_output=True, timeout=120)
+            if done.returncode != 0 or not wav.is_file():
+                return None
             return load_audio(wav)
-        except AudioError:
-            return None
+    except AudioError:
+        return None
 
 
 def draw_voice(rng: np.random.Generator, engines: list[str]) -> Voice:
@@ -149,19 +152,14 @@ def synthesize(
     (out / "audio").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     jobs = [(i, c, line, draw_voice(rng, engines)) for i, line in enumerate(lines) for c in range(copies)]
+    for engine in set(engines) & NEURAL_ENGINES.keys():
+        neural_speaker(engine)  # loaded here, once, not by both workers at their first line
 
     def run(job: tuple[int, int, str, Voice]) -> dict[str, Any] | None:
         i, c, line, voice = job
-        if voice.engine in NEURAL_ENGINES:
-            array, rate = neural_speaker(voice.engine)(line, voice)
-            try:
-                audio = load_audio(array, sampling_rate=rate)
-            except AudioError:
-                return None
-        else:
-            audio = speak_with_program(line, voice)
-            if audio is None:
-                return None
+        audio = speak(line, voice)
+        if audio is None:
+            return None
         name = f"synth-{seed}-{i:05d}-{c}"
         sf.write(out / "audio" / f"{name}.flac", audio, 16000)
         return {
