@@ -103,6 +103,32 @@ def test_training_lowers_dev_loss_saves_trained_weights_and_config(backbones, ma
     torch.testing.assert_close(model.projector.down_proj.weight, saved["projector.down_proj.weight"])
 
 
+def test_ctc_alignment_loss_is_added_in_training_logged_and_lowered(backbones, manifest, tmp_path):
+    config = config_for(
+        backbones, manifest, tmp_path, "training.ctc_weight=0.5", "data.dev=null", "augment.silence_share=0"
+    )
+    model = build_model(config)
+    batch = model.processor(audio=[tone(1.0), tone(1.2, 300)], text=["hello world", "yes"])
+    model.train()
+    out = model(**batch)
+    assert out.ctc_loss > 0
+    model.ctc_weight = 0.0
+    torch.testing.assert_close(out.loss, model(**batch).loss + 0.5 * out.ctc_loss)
+    model.eval()
+    assert not hasattr(model(**batch), "ctc_loss"), "evaluation scores the LM loss alone"
+
+    train(config, output_dir=tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "checkpoint-8" / "trainer_state.json").read_text())["log_history"]
+    ctc = [h["ctc_loss"] for h in history if "ctc_loss" in h]
+    assert len(ctc) == 8 and ctc[-1] < ctc[0], ctc
+
+
+def test_a_ctc_blank_outside_the_vocabulary_is_refused(backbones, manifest, tmp_path):
+    config = config_for(backbones, manifest, tmp_path, "training.ctc_weight=0.5", "training.ctc_blank_token=<nope>")
+    with pytest.raises(ValueError, match="ctc_blank_token"):
+        build_model(config)
+
+
 class StopAt(TrainerCallback):
     def __init__(self, step: int):
         self.step = step

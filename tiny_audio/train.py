@@ -80,6 +80,10 @@ class TrainingConfig:
     # Run outputs or checkpoints of this design: the final model is the mean of this run's last weights and theirs
     # (a model soup), e.g. the stage it continued from. Applied once training ends; the checkpoints stay the run's own.
     average_with: list[str] = field(default_factory=list)
+    # Auxiliary CTC loss that asks each projected audio frame to resemble the LLM embedding of the token spoken
+    # there (ASRModel._ctc_alignment_loss), added to the LM loss at this weight during training; 0: off.
+    ctc_weight: float = 0.0
+    ctc_blank_token: str = "<|endoftext|>"  # the CTC blank: a token of the LLM's vocabulary no transcript contains
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -262,6 +266,16 @@ def build_model(config: TrainConfig) -> ASRModel:
     if config.training.init_from:
         load_trained_weights(model, config.training.init_from)
     set_stage(model, config.training.stage)
+    if config.training.ctc_weight > 0:
+        tokenizer = model.processor.tokenizer
+        blank = tokenizer.convert_tokens_to_ids(config.training.ctc_blank_token)
+        known = blank is not None and tokenizer.convert_ids_to_tokens(blank) == config.training.ctc_blank_token
+        if not known or blank >= model.get_input_embeddings().num_embeddings:
+            raise ValueError(
+                f"training.ctc_blank_token {config.training.ctc_blank_token!r} is not a token of this LLM's "
+                "vocabulary; name one that no transcript contains, e.g. its end-of-text token"
+            )
+        model.ctc_weight, model.ctc_blank_id = config.training.ctc_weight, blank
     return model
 
 
@@ -277,6 +291,23 @@ class ASRTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     wer_rows: list[dict[str, Any]] = []  # dev rows transcribed at each evaluation
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._ctc_losses: list[float] = []  # the CTC alignment loss of each training batch since the last log
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if getattr(outputs, "ctc_loss", None) is not None:
+            self._ctc_losses.append(float(outputs.ctc_loss.detach()))
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Adds the mean CTC alignment loss to each training log line, when that loss is on."""
+        if self._ctc_losses and "loss" in logs:
+            logs["ctc_loss"] = round(sum(self._ctc_losses) / len(self._ctc_losses), 4)
+            self._ctc_losses = []
+        super().log(logs, *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Dev loss, plus normalized WER of greedy transcripts of the first dev clips."""
