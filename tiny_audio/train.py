@@ -297,10 +297,12 @@ class ASRTrainer(Trainer):
         self._ctc_losses: list[float] = []  # the CTC alignment loss of each training batch since the last log
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        if getattr(outputs, "ctc_loss", None) is not None:
-            self._ctc_losses.append(float(outputs.ctc_loss.detach()))
-        return (loss, outputs) if return_outputs else loss
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        unwrapped = self.accelerator.unwrap_model(model)
+        if unwrapped.last_ctc_loss is not None:
+            self._ctc_losses.append(unwrapped.last_ctc_loss)
+            unwrapped.last_ctc_loss = None
+        return result
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         """Adds the mean CTC alignment loss to each training log line, when that loss is on."""

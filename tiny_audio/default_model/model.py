@@ -138,6 +138,7 @@ class ASRModel(PreTrainedModel):
         # (see _ctc_alignment_loss); 0 switches it off.
         self.ctc_weight = 0.0
         self.ctc_blank_id = 0  # a token no transcript contains (the trainer sets it from training.ctc_blank_token)
+        self.last_ctc_loss: float | None = None  # of the last training batch, when the CTC loss is on
         self.post_init()
 
     def init_weights(self) -> None:
@@ -267,8 +268,10 @@ class ASRModel(PreTrainedModel):
         )
         out.loss = loss / (num_items if num_items is not None else (targets != -100).sum().clamp(min=1))
         if self.training and self.ctc_weight > 0:
-            out.ctc_loss = self._ctc_alignment_loss(audio_embeds, counts, labels)
-            out.loss = out.loss + self.ctc_weight * out.ctc_loss
+            ctc_loss = self._ctc_alignment_loss(audio_embeds, counts, labels)
+            out.loss = out.loss + self.ctc_weight * ctc_loss
+            # Kept here for the trainer's log: mixed-precision wrappers rebuild the output and drop extra fields.
+            self.last_ctc_loss = float(ctc_loss.detach())
         return out
 
     def _ctc_alignment_loss(self, audio_embeds: torch.Tensor, counts: torch.Tensor, labels: torch.Tensor):
