@@ -82,7 +82,7 @@ def test_kokoro_speaks_clearly_in_a_new_voice_per_clip(tmp_path):
     text = tmp_path / "lines.txt"
     text.write_text(f"{SENTENCE} It was late.\n")
     counts = synthesize(text, tmp_path / "out", copies=3, seed=1, engines=["kokoro"])
-    assert (counts["clips"], counts["failed"]) == (3, 0)
+    assert (counts["clips"], counts["failed"], counts["voices"]) == (3, 0, 3)
     rows = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert len({r["speaker"] for r in rows}) == 3
     info = sf.info(tmp_path / "out" / rows[0]["audio"])

@@ -221,6 +221,7 @@ def synthesize(
     return {
         "clips": len(good),
         "failed": len(rows) - len(good),
-        "voices": len({r["source"] for r in good}),
+        # kokoro mixes a new voice for every clip; the other engines' voices are their names
+        "voices": len({r["speaker"] if r["source"] == "kokoro:mix" else r["source"] for r in good}),
         "hours": sum(r["duration"] for r in good) / 3600,
     }
