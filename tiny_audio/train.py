@@ -538,6 +538,10 @@ def train(
         model.save_pretrained(final)
         (final / CONFIG_NAME).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         plot_curves(trainer.state.log_history, output_dir / "curves.png")
+    # Under torchrun every rank leaves together and takes its process group down: a gloo group left for the
+    # interpreter's exit can abort a rank ("terminate called without an active exception") after a good run.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return final
 
 
