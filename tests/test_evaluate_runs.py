@@ -234,3 +234,23 @@ def test_eval_model_spec_takes_a_cpu_precision(make_model, tmp_path):
     assert half.name == f"{tmp_path / 'm'}:bfloat16" and plain.name == str(tmp_path / "m")
     assert next(half.model.language_model.parameters()).dtype == torch.bfloat16
     assert len(half.transcribe([tone(1.0)])) == 1
+    beams = load_recognizer(str(tmp_path / "m"), num_beams=3)
+    assert beams.name == f"{tmp_path / 'm'} (beams 3)"
+    assert beams.describe()["num_beams"] == 3 and plain.describe()["num_beams"] == 1
+    assert len(beams.transcribe([tone(1.0), tone(0.5)])) == 2
+
+
+def test_eval_beam_width_is_its_own_result(make_model, tmp_path):
+    make_model().save_pretrained(tmp_path / "m")
+    with open(tmp_path / "manifest.jsonl", "w") as manifest:
+        for row in rows_for(tmp_path)[:2]:
+            manifest.write(json.dumps(row) + "\n")
+    base = [sys.executable, "-m", "tiny_audio", "eval", "--model", str(tmp_path / "m"), "--data",
+            str(tmp_path / "manifest.jsonl"), "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    for extra in ([], ["--num-beams", "2"]):
+        result = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    greedy, beams = sorted((tmp_path / "out").rglob("results.json"), key=lambda p: len(str(p)))
+    assert beams.parent.name == greedy.parent.name + "-beams2", "a beam run must not resume the greedy log"
+    assert json.loads(greedy.read_text())["num_beams"] == 1 and json.loads(beams.read_text())["num_beams"] == 2
+    assert len((beams.parent / "utterances.jsonl").read_text().splitlines()) == 2

@@ -318,11 +318,17 @@ def eval_(
     output_dir: Annotated[Path, typer.Option(help="Results go to OUTPUT_DIR/DATA/MODEL/.")] = Path("eval"),
     batch_size: Annotated[int, typer.Option(min=1, help="Utterances per batch.")] = 8,
     split: Annotated[str, typer.Option(help="Split of a Hugging Face dataset given without one.")] = "test",
+    num_beams: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Beam width for Tiny Audio models (default: the model's own, greedy); peers stay greedy."
+        ),
+    ] = None,
 ) -> None:
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
     from .evaluate import process_state, run_evaluation
-    from .peers import load_recognizer
+    from .peers import TinyAudioRecognizer, load_recognizer
 
     # Under `accelerate launch` every process evaluates a share; only the main one reports.
     echo = typer.echo if process_state().is_main_process else (lambda *args, **kwargs: None)
@@ -334,14 +340,18 @@ def eval_(
     results = []
     for spec in model:
         try:
-            recognizer = load_recognizer(spec)
+            recognizer = load_recognizer(spec, num_beams=num_beams)
         except ImportError as err:
             raise UserError(
                 f"cannot load model {spec!r}: {err.name} is not installed (pip install 'tiny-audio[peers]')"
             ) from None
         except (OSError, ValueError, RuntimeError) as err:
             raise UserError(f"cannot load model {spec!r}: {err}") from None
-        folder = output_dir / _slug(data) / _slug(spec)
+        # Another beam width is another result: it must not resume (and mix with) the greedy run's log.
+        beams = (
+            f"-beams{num_beams}" if num_beams and num_beams > 1 and isinstance(recognizer, TinyAudioRecognizer) else ""
+        )
+        folder = output_dir / _slug(data) / (_slug(spec) + beams)
         results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))
         echo(f"{spec}: WER {100 * results[-1]['wer']:.2f}%  ->  {folder / 'results.json'}")
     echo("")

@@ -26,6 +26,8 @@ class TinyAudioRecognizer:
         from .model import ASRModel
 
         self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
+        if generate_kwargs.get("num_beams", 1) > 1:
+            self.name += f" (beams {generate_kwargs['num_beams']})"
         self.model = ASRModel.from_pretrained(name_or_path)
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
         if device.type == "cuda":  # bf16 on a GPU, whatever the CPU precision asked
@@ -41,7 +43,13 @@ class TinyAudioRecognizer:
 
     def describe(self) -> dict[str, Any]:
         report = self.model.parameter_report()["total"]
-        return {"parameters": report["total"], "trainable_parameters": report["trainable"], "system": "tiny-audio"}
+        options = {**self.model.config.generation_defaults, **self.generate_kwargs}
+        return {
+            "parameters": report["total"],
+            "trainable_parameters": report["trainable"],
+            "system": "tiny-audio",
+            "num_beams": options.get("num_beams", 1),
+        }
 
 
 class FasterWhisperRecognizer:
@@ -117,8 +125,11 @@ class PocketSphinxRecognizer:
         return {"system": "pocketsphinx"}
 
 
-def load_recognizer(spec: str) -> Any:
-    """A recognizer from `--model`: faster-whisper:SIZE[:COMPUTE], pocketsphinx, or a Tiny Audio model."""
+def load_recognizer(spec: str, num_beams: int | None = None) -> Any:
+    """A recognizer from `--model`: faster-whisper:SIZE[:COMPUTE], pocketsphinx, or a Tiny Audio model.
+
+    `num_beams` applies to Tiny Audio models only (None: the model's own default); the peers stay greedy, as
+    they are compared."""
     if spec.startswith("faster-whisper:"):
         parts = spec.split(":")
         return FasterWhisperRecognizer(parts[1], parts[2] if len(parts) > 2 else "int8")
@@ -127,6 +138,7 @@ def load_recognizer(spec: str) -> Any:
     from .model import PRECISIONS
 
     name, _, precision = spec.rpartition(":")
+    options = {} if num_beams is None else {"num_beams": num_beams}
     if name and precision in PRECISIONS:  # a Tiny Audio model at a CPU precision: default:bfloat16
-        return TinyAudioRecognizer(name, precision=precision)
-    return TinyAudioRecognizer(spec)
+        return TinyAudioRecognizer(name, precision=precision, **options)
+    return TinyAudioRecognizer(spec, **options)
