@@ -54,6 +54,11 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
+        "--num-beams",
+        type=int,
+        help="beam width of the Tiny Audio model (default: its own; the README figures: 1, greedy)",
+    )
+    parser.add_argument(
         "--precision",
         nargs="+",
         choices=PRECISIONS,
@@ -66,7 +71,10 @@ def main() -> None:
     arrays, refs = clips(args.data, args.clips)
     audio_s = sum(len(a) for a in arrays) / RATE
 
-    systems = [(f"tiny-audio {args.model} {p}", TinyAudioRecognizer(args.model, precision=p)) for p in args.precision]
+    beams = {"num_beams": args.num_beams} if args.num_beams else {}
+    systems = [
+        (f"tiny-audio {args.model} {p}", TinyAudioRecognizer(args.model, precision=p, **beams)) for p in args.precision
+    ]
     for compute in ("int8", "float32"):
         systems.append((f"faster-whisper base {compute}", FasterWhisperRecognizer("base", compute)))
     rows = []

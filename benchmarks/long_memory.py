@@ -71,17 +71,23 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[15, 60])
     parser.add_argument("--model", default=None, help="Tiny Audio model (default: the built-in one)")
     parser.add_argument("--data", type=Path)
+    parser.add_argument(
+        "--num-beams",
+        type=int,
+        help="beam width of the Tiny Audio model (default: its own; the README figures: 1, greedy)",
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/long_memory.json"))
     args = parser.parse_args()
     data = args.data or shared_data_dir()
     if data is None:
         sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
+    beams = ["--num-beams", str(args.num_beams)] if args.num_beams else []
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in sorted(args.minutes):
             path = Path(tmp) / f"long-{minutes:g}min.flac"
             build(path, minutes, data)
-            ours = [sys.executable, "-m", "tiny_audio", "transcribe", str(path), "--batch-size", "8"]
+            ours = [sys.executable, "-m", "tiny_audio", "transcribe", str(path), "--batch-size", "8", *beams]
             ours += ["--model", args.model] if args.model else []
             peer = [sys.executable, "-c", FASTER_WHISPER, str(path)]
             for system, command in (("tiny-audio", ours), ("faster-whisper base int8", peer)):

@@ -41,6 +41,11 @@ def main() -> None:
     parser.add_argument("--chunk-length-s", type=float, default=30.0)
     parser.add_argument("--stride-length-s", type=float, default=5.0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--num-beams",
+        type=int,
+        help="beam width of the Tiny Audio model (default: its own; the README figures: 1, greedy)",
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/longform.json"))
     parser.add_argument("--no-stride", action="store_true", help="skip the overlapping-windows run (slow on CPU)")
     args = parser.parse_args()
@@ -48,7 +53,7 @@ def main() -> None:
     manifest = data / "longform" / "manifest.jsonl" if data else None
     if manifest is None or not manifest.is_file():
         sys.exit("longform data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data/longform)")
-    recognizer = load_recognizer(args.model)
+    recognizer = load_recognizer(args.model, num_beams=args.num_beams)
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     report = []
     for row in rows:
