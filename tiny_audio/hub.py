@@ -63,8 +63,7 @@ def model_card(
     labels = [label(r) for r in results]
     # The Hub's model-index lists the score of the model as it runs by default (its own beam width).
     default_beams = config.generation_defaults.get("num_beams", 1)
-    if any(r.get("num_beams", 1) == default_beams for r in own):
-        own = [r for r in own if r.get("num_beams", 1) == default_beams]
+    indexed = [r for r in own if r.get("num_beams", 1) == default_beams] or own
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -75,7 +74,7 @@ def model_card(
             metric_name="WER",
             metric_value=round(100 * r["wer"], 2),
         )
-        for r in own
+        for r in indexed
     ]
     data = ModelCardData(
         language=["en"],

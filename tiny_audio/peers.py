@@ -43,12 +43,12 @@ class TinyAudioRecognizer:
 
     def describe(self) -> dict[str, Any]:
         report = self.model.parameter_report()["total"]
-        options = {**self.model.config.generation_defaults, **self.generate_kwargs}
+        beams = self.generate_kwargs.get("num_beams", self.model.config.generation_defaults["num_beams"])
         return {
             "parameters": report["total"],
             "trainable_parameters": report["trainable"],
             "system": "tiny-audio",
-            "num_beams": options.get("num_beams", 1),
+            "num_beams": beams,
         }
 
 
