@@ -331,8 +331,8 @@ class ASRModel(PreTrainedModel):
         if not options.get("do_sample"):
             options.pop("temperature", None)  # only meaningful when sampling; avoids a warning
         if options.get("num_beams", 1) > 1:
-            # Otherwise beam search goes on to max_new_tokens once num_beams hypotheses have ended, looking for a
-            # better one: several times greedy's steps for a transcript that is nearly always already found.
+            # Otherwise beam search goes on, after num_beams hypotheses have ended, while a longer one could still
+            # score better: slower, and it can loop (benchmarks/beam_stop.py).
             options.setdefault("early_stopping", True)
         if self._processor is not None:
             options.setdefault("eos_token_id", self._processor.eos_token_id)
