@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import soundfile as sf
 import torch
 
@@ -41,6 +43,12 @@ def test_reused_across_runs_and_invalidated_by_a_different_encoder(make_model, t
     assert first.fill(paths, progress=False) == (4, 0)
     again = FeatureCache(model, root=tmp_path / "cache")
     assert again.folder == first.folder and again.fill(paths, progress=False) == (0, 0)
+    # The same audio copied elsewhere (new paths, new modification times) is found, not encoded again.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    copies = [str(shutil.copy(p, moved)) for p in paths]
+    assert again.fill(copies, progress=False) == (0, 0)
+    assert again.path_for(copies[1]) == again.path_for(paths[1])
     with torch.no_grad():
         next(model.audio_tower.parameters()).add_(0.01)  # a further-trained encoder
     changed = FeatureCache(model, root=tmp_path / "cache")

@@ -4,8 +4,10 @@ and runs.
 Valid while the audio tower does not train and the waveform is not augmented. Entries live under
 <cache>/features/<encoder fingerprint>/, where the fingerprint covers the encoder's config, its feature
 extractor settings and every weight of the tower (LoRA included), so a different or further-trained encoder
-never reads stale frames. A clip's entry is keyed by its path, size and modification time. Each entry is
-written to a temporary file and renamed, so a killed run leaves no half-written entry.
+never reads stale frames. A clip's entry is keyed by the SHA-256 of the file's bytes, so a copied, moved or
+re-downloaded dataset (new paths, new modification times, same audio) keeps its entries, and an edited file gets a new
+one. Each file is hashed once per process (remembered by path, size and modification time). Each entry is written to
+a temporary file and renamed, so a killed run leaves no half-written entry.
 """
 
 from __future__ import annotations
@@ -44,15 +46,25 @@ class FeatureCache:
     def __init__(self, model: Any, root: str | Path | None = None):
         self.model = model
         self.folder = Path(root or cache_dir() / "features") / encoder_fingerprint(model)[:20]
+        self._digests: dict[tuple[str, int, int], str] = {}
 
     def path_for(self, audio_path: Any) -> Path:
-        if hasattr(audio_path, "cache_key"):  # a row of a Hugging Face dataset
-            ident = audio_path.cache_key
-        else:
-            stat = os.stat(audio_path)
-            ident = f"{Path(audio_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        # A row of a Hugging Face dataset has its own key; a file is known by its bytes.
+        ident = getattr(audio_path, "cache_key", None) or f"sha256:{self._file_digest(audio_path)}"
         key = hashlib.sha256(ident.encode()).hexdigest()
         return self.folder / key[:2] / f"{key}.npz"
+
+    def _file_digest(self, audio_path: str | Path) -> str:
+        # Looked up once per epoch per clip: the stat keeps that cheap, and catches a file edited mid-run.
+        stat = os.stat(audio_path)
+        seen = (str(Path(audio_path).resolve()), stat.st_size, stat.st_mtime_ns)
+        if seen not in self._digests:
+            digest = hashlib.sha256()
+            with open(audio_path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            self._digests[seen] = digest.hexdigest()
+        return self._digests[seen]
 
     def get(self, audio_path: str | Path) -> tuple[np.ndarray, int] | None:
         """(frames T, C float16, number of audio samples), or None when not cached."""
