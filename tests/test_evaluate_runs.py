@@ -254,3 +254,24 @@ def test_eval_beam_width_is_its_own_result(make_model, tmp_path):
     assert beams.parent.name == greedy.parent.name + "-beams2", "a beam run must not resume the greedy log"
     assert json.loads(greedy.read_text())["num_beams"] == 1 and json.loads(beams.read_text())["num_beams"] == 2
     assert len((beams.parent / "utterances.jsonl").read_text().splitlines()) == 2
+
+
+def test_eval_folder_follows_the_beam_width_that_decodes(make_model, tmp_path):
+    # A model whose own default is a beam (the shipped one's is 4): a plain eval runs that beam and files it as
+    # such; --num-beams 1 on it is greedy and must not resume the beam run's log (nor the other way round).
+    model = make_model()
+    model.config.generation_defaults["num_beams"] = 2
+    model.save_pretrained(tmp_path / "m")
+    with open(tmp_path / "manifest.jsonl", "w") as manifest:
+        for row in rows_for(tmp_path)[:2]:
+            manifest.write(json.dumps(row) + "\n")
+    base = [sys.executable, "-m", "tiny_audio", "eval", "--model", str(tmp_path / "m"), "--data",
+            str(tmp_path / "manifest.jsonl"), "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    for extra in ([], ["--num-beams", "1"]):
+        result = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    greedy, beams = sorted((tmp_path / "out").rglob("results.json"), key=lambda p: len(str(p)))
+    assert beams.parent.name == greedy.parent.name + "-beams2"
+    assert json.loads(beams.read_text())["num_beams"] == 2 and json.loads(greedy.read_text())["num_beams"] == 1
+    assert json.loads(beams.read_text())["model"].endswith("(beams 2)")
+    assert len((greedy.parent / "utterances.jsonl").read_text().splitlines()) == 2

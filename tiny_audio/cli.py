@@ -321,7 +321,7 @@ def eval_(
     num_beams: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Beam width for Tiny Audio models (default: the model's own, greedy); peers stay greedy."
+            min=1, help="Beam width for Tiny Audio models (default: the model's own; 1 = greedy); peers stay greedy."
         ),
     ] = None,
 ) -> None:
@@ -347,10 +347,11 @@ def eval_(
             ) from None
         except (OSError, ValueError, RuntimeError) as err:
             raise UserError(f"cannot load model {spec!r}: {err}") from None
-        # Another beam width is another result: it must not resume (and mix with) the greedy run's log.
-        beams = (
-            f"-beams{num_beams}" if num_beams and num_beams > 1 and isinstance(recognizer, TinyAudioRecognizer) else ""
-        )
+        # Another beam width is another result: it must not resume (and mix with) the greedy run's log. The width
+        # is the one that decodes, so `--model default` (a beam of 4 by default) and `--num-beams 4` share a folder
+        # and `--num-beams 1` on it gets its own.
+        width = recognizer.num_beams if isinstance(recognizer, TinyAudioRecognizer) else 1
+        beams = f"-beams{width}" if width > 1 else ""
         folder = output_dir / _slug(data) / (_slug(spec) + beams)
         results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))
         echo(f"{spec}: WER {100 * results[-1]['wer']:.2f}%  ->  {folder / 'results.json'}")

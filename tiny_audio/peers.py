@@ -25,10 +25,12 @@ class TinyAudioRecognizer:
         from .evaluate import process_state
         from .model import ASRModel
 
-        self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
-        if generate_kwargs.get("num_beams", 1) > 1:
-            self.name += f" (beams {generate_kwargs['num_beams']})"
         self.model = ASRModel.from_pretrained(name_or_path)
+        # The beam width that decodes: the one asked for, else the model's own default (the shipped model's is 4).
+        self.num_beams = int(generate_kwargs.get("num_beams") or self.model.config.generation_defaults["num_beams"])
+        self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
+        if self.num_beams > 1:
+            self.name += f" (beams {self.num_beams})"
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
         if device.type == "cuda":  # bf16 on a GPU, whatever the CPU precision asked
             self.model = self.model.for_inference("bfloat16").to(device)
@@ -43,12 +45,11 @@ class TinyAudioRecognizer:
 
     def describe(self) -> dict[str, Any]:
         report = self.model.parameter_report()["total"]
-        beams = self.generate_kwargs.get("num_beams", self.model.config.generation_defaults["num_beams"])
         return {
             "parameters": report["total"],
             "trainable_parameters": report["trainable"],
             "system": "tiny-audio",
-            "num_beams": beams,
+            "num_beams": self.num_beams,
         }
 
 
