@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jiwer
+import pytest
 import soundfile as sf
 from whisper_normalizer.english import EnglishTextNormalizer
 
@@ -275,3 +276,29 @@ def test_eval_folder_follows_the_beam_width_that_decodes(make_model, tmp_path):
     assert json.loads(beams.read_text())["num_beams"] == 2 and json.loads(greedy.read_text())["num_beams"] == 1
     assert json.loads(beams.read_text())["model"].endswith("(beams 2)")
     assert len((greedy.parent / "utterances.jsonl").read_text().splitlines()) == 2
+
+
+def test_eval_refuses_to_resume_another_weights_log(make_model, tmp_path):
+    import torch
+
+    from tiny_audio.evaluate import RunMismatchError, run_evaluation
+    from tiny_audio.peers import load_recognizer
+
+    rows = rows_for(tmp_path)[:2]
+    make_model().save_pretrained(tmp_path / "m")
+    first = run_evaluation(load_recognizer(str(tmp_path / "m")), rows, tmp_path / "out", progress=False)
+    assert first["weights_sha256"] == json.loads((tmp_path / "out" / "run.json").read_text())["weights_sha256"]
+    # Retrained in place: same folder name, other weights. Resuming would report the old weights' transcripts.
+    model = make_model()
+    with torch.no_grad():
+        next(model.projector.parameters()).add_(1.0)
+    model.save_pretrained(tmp_path / "m")
+    log = (tmp_path / "out" / "utterances.jsonl").read_text()
+    with pytest.raises(RunMismatchError, match="another --output-dir"):
+        run_evaluation(load_recognizer(str(tmp_path / "m")), rows, tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "utterances.jsonl").read_text() == log, "the old log is kept"
+    # The same weights resume as before.
+    make_model().save_pretrained(tmp_path / "m2")
+    run_evaluation(load_recognizer(str(tmp_path / "m2")), rows, tmp_path / "out2", progress=False)
+    again = run_evaluation(load_recognizer(str(tmp_path / "m2")), rows, tmp_path / "out2", progress=False)
+    assert again["utterances"] == 2 and len((tmp_path / "out2" / "utterances.jsonl").read_text().splitlines()) == 2

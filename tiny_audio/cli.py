@@ -327,7 +327,7 @@ def eval_(
 ) -> None:
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
-    from .evaluate import process_state, run_evaluation
+    from .evaluate import RunMismatchError, process_state, run_evaluation
     from .peers import TinyAudioRecognizer, load_recognizer
 
     # Under `accelerate launch` every process evaluates a share; only the main one reports.
@@ -353,7 +353,10 @@ def eval_(
         width = recognizer.num_beams if isinstance(recognizer, TinyAudioRecognizer) else 1
         beams = f"-beams{width}" if width > 1 else ""
         folder = output_dir / _slug(data) / (_slug(spec) + beams)
-        results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))
+        try:
+            results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))
+        except RunMismatchError as err:
+            raise UserError(str(err)) from None
         echo(f"{spec}: WER {100 * results[-1]['wer']:.2f}%  ->  {folder / 'results.json'}")
     echo("")
     echo(f"{'model':<36}{'WER %':>8}{'CER %':>8}{'sub':>6}{'del':>6}{'ins':>6}{'RTFx':>8}{'p50 s':>8}")

@@ -106,6 +106,26 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+class RunMismatchError(ValueError):
+    """An output folder holds another model's (or other weights') utterance log."""
+
+
+def _check_same_run(path: Path, recognizer: Any, data_name: str, resuming: bool, main: bool) -> None:
+    # A folder is named after the model's name, not its weights: a retrained runs/x/final evaluated into the same
+    # folder would otherwise "resume" the old weights' log and report it as the new model's.
+    identity = {"model": recognizer.name, "weights_sha256": getattr(recognizer, "weights_sha256", None)}
+    if resuming and path.is_file():
+        before = json.loads(path.read_text())
+        if {k: before.get(k) for k in identity} != identity:
+            raise RunMismatchError(
+                f"{path.parent} holds the log of another run ({before.get('model')}, weights "
+                f"{before.get('weights_sha256')}), not of {identity['model']} (weights {identity['weights_sha256']}); "
+                "give another --output-dir, or delete that folder to start over"
+            )
+    elif main:
+        _write_atomic(path, json.dumps({**identity, "data": data_name}, indent=2) + "\n")
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -148,6 +168,7 @@ def run_evaluation(
     log = output_dir / "utterances.jsonl"
     parts = sorted(output_dir.glob("utterances.rank*.jsonl"))
     records = [r for path in [log, *parts] for r in _read_log(path)]
+    _check_same_run(output_dir / "run.json", recognizer, data_name, resuming=bool(records), main=state.is_main_process)
     done = {r["id"] for r in records}
     todo = [r for r in rows if str(r["id"]) not in done][rank::world]
     state.wait_for_everyone()  # every process has read the logs before any writes to them

@@ -26,6 +26,7 @@ class TinyAudioRecognizer:
         from .model import ASRModel
 
         self.model = ASRModel.from_pretrained(name_or_path)
+        self.weights_sha256 = _weights_digest(self.model.trained_state_dict())
         # The beam width that decodes: the one asked for, else the model's own default (the shipped model's is 4).
         self.num_beams = int(generate_kwargs.get("num_beams") or self.model.config.generation_defaults["num_beams"])
         self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
@@ -50,7 +51,21 @@ class TinyAudioRecognizer:
             "trainable_parameters": report["trainable"],
             "system": "tiny-audio",
             "num_beams": self.num_beams,
+            "weights_sha256": self.weights_sha256,
         }
+
+
+def _weights_digest(state: dict[str, Any]) -> str:
+    """SHA-256 (first 16 hex digits) of the trained weights, as float32, by name: which weights a result is of."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to(torch.float32).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 class FasterWhisperRecognizer:
