@@ -350,3 +350,47 @@ def test_lm_head_gets_a_contiguous_input_in_generation(make_model, clips):
         head.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0].is_contiguous()))
         model.generate(**model.processor(clips), max_new_tokens=3)
         assert seen and all(seen), (precision, seen)
+
+
+def test_internal_lm_subtraction_scores_audio_minus_weighted_text_prior(make_model, clips):
+    model = make_model()
+    batch = model.processor(clips[:1])
+    weight, steps = 3.0, 5
+    tokens = model.generate(**batch, max_new_tokens=steps, ilm_weight=weight)[0].tolist()
+    assert tokens != model.generate(**batch, max_new_tokens=steps)[0].tolist(), "a weight of 3 changes the choice"
+    # The same choice made the slow way: a full forward per step, with and without the audio positions.
+    audio_id, eos = model.config.audio_token_id, model.processor.eos_token_id
+    prompt = batch["input_ids"]
+    context = prompt[:, prompt[0] != audio_id]
+    expected: list[int] = []
+    while len(expected) < steps and (not expected or expected[-1] != eos):
+        so_far = torch.tensor([expected], dtype=prompt.dtype)
+        ids = torch.cat([prompt, so_far], 1)
+        inputs = {**batch, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        with torch.no_grad():
+            heard = model(**inputs).logits[0, -1].log_softmax(-1)
+            prior = model.language_model(input_ids=torch.cat([context, so_far], 1)).logits[0, -1].log_softmax(-1)
+        scores = heard - weight * prior
+        if audio_id < len(scores):
+            scores[audio_id] = -float("inf")
+        expected.append(int(scores.argmax()))
+    assert tokens == expected
+
+
+def test_internal_lm_cache_follows_beam_reordering(make_model):
+    from tiny_audio.model import _InternalLMSubtraction
+
+    model = make_model()
+    context = torch.tensor([[3, 14, 15, 9, 2]])
+    steps = [
+        torch.zeros(3, 0, dtype=torch.long),
+        torch.tensor([[5], [7], [9]]),
+        torch.tensor([[7, 1], [5, 2], [7, 3]]),  # beams reordered, one dropped, one duplicated
+        torch.tensor([[5, 2, 4], [7, 1, 4], [7, 3, 8]]),
+        torch.tensor([[1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3]]),  # not a continuation: starts over
+    ]
+    vocab = model.get_input_embeddings().num_embeddings
+    cached = _InternalLMSubtraction(model.language_model, context, 1.0)
+    for ids in steps:
+        fresh = _InternalLMSubtraction(model.language_model, context, 1.0)(ids, torch.zeros(3, vocab))
+        torch.testing.assert_close(cached(ids, torch.zeros(3, vocab)), fresh, atol=1e-5, rtol=1e-5)
