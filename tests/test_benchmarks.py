@@ -35,3 +35,29 @@ def test_decode_step_benchmark_times_every_weight_format(tmp_path):
     # bfloat16 stores half of float32's bytes, int8 a quarter (plus the scales).
     assert rows[1]["weights_mb"] == rows[0]["weights_mb"] / 2
     assert all(r["ms_per_step"] > 0 for r in rows) and rows[3]["weights_mb"] < rows[1]["weights_mb"]
+
+
+def test_ilm_weight_benchmark_scores_each_weight_as_its_own_run(make_model, tmp_path):
+    import soundfile as sf
+
+    from tiny_audio.testing import tone
+
+    make_model().save_pretrained(tmp_path / "m")
+    (tmp_path / "data" / "dev").mkdir(parents=True)
+    with open(tmp_path / "data" / "dev" / "manifest.jsonl", "w") as manifest:
+        for i, text in enumerate(["the cat sat", "hello world", "yes"]):
+            sf.write(tmp_path / "data" / "dev" / f"{i}.wav", tone(0.5 + 0.2 * i, seed=i), 16000)
+            row = {"id": i, "audio": f"{i}.wav", "text": text, "duration": 0.5 + 0.2 * i, "source": "ab"[i % 2]}
+            manifest.write(json.dumps(row) + "\n")
+    out = tmp_path / "ilm.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "ilm_weight.py"), "--model", str(tmp_path / "m"),
+               "--data", str(tmp_path / "data"), "--weight", "0", "--weight", "2", "--num-beams", "2",
+               "--output-dir", str(tmp_path / "runs"), "--output", str(out)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["clips"] == 3 and report["num_beams"] == 2 and list(report["weights"]) == ["0", "2"]
+    assert all(set(w["by_source"]) == {"a", "b"} and w["rtfx"] > 0 for w in report["weights"].values())
+    logs = sorted((tmp_path / "runs").rglob("utterances.jsonl"))
+    assert [p.parent.name for p in logs] == ["ilm-0-beams2", "ilm-2-beams2"]
+    assert all(len(p.read_text().splitlines()) == 3 for p in logs)
