@@ -41,6 +41,8 @@ def test_pipeline_inputs_options_and_batching(saved_model, tmp_path):
     one = pipe(clip, max_new_tokens=1)["text"]
     assert len(model.processor.tokenizer(one, add_special_tokens=False)["input_ids"]) <= 1
     assert pipe(clip, generate_kwargs={"max_new_tokens": 5})["text"] == expected
+    assert pipe(clip, max_new_tokens=5, ilm_weight=0.0)["text"] == expected
+    assert pipe(clip, max_new_tokens=5, ilm_weight=3.0)["text"] != expected  # the decoder's prior taken out
     # List inputs run in batches and match one-at-a-time results.
     others = [tone(0.7, 300, seed=4), tone(1.9, 500, seed=5)]
     one_by_one = [pipe(x, max_new_tokens=5)["text"] for x in [clip, *others]]

@@ -27,6 +27,7 @@ GENERATION_OPTIONS = (
     "repetition_penalty",
     "no_repeat_ngram_size",
     "length_penalty",
+    "ilm_weight",
 )
 
 

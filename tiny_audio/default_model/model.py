@@ -19,7 +19,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AutoModelForCausalLM,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging as hf_logging
 
@@ -328,6 +335,11 @@ class ASRModel(PreTrainedModel):
                 options["stopping_criteria"] = StoppingCriteriaList(
                     [*options.get("stopping_criteria", []), _RowLimits(limits)]
                 )
+        ilm_weight = float(options.pop("ilm_weight", 0.0) or 0.0)
+        if ilm_weight:
+            options["logits_processor"] = LogitsProcessorList(
+                [*options.get("logits_processor", []), self._internal_lm(input_ids, attention_mask, ilm_weight)]
+            )
         if not options.get("do_sample"):
             options.pop("temperature", None)  # only meaningful when sampling; avoids a warning
         if options.get("num_beams", 1) > 1:
@@ -342,6 +354,14 @@ class ASRModel(PreTrainedModel):
             options.setdefault("suppress_tokens", [self.config.audio_token_id])
         options.setdefault("use_cache", True)  # the KV cache: each new token attends to stored keys and values
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
+
+    def _internal_lm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, weight: float):
+        """The decoder's own text prior for this batch: the prompt with its audio positions taken out."""
+        mask = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        texts = [row[(row != self.config.audio_token_id) & keep] for row, keep in zip(input_ids, mask, strict=True)]
+        if any(not torch.equal(text, texts[0]) for text in texts):
+            raise ValueError("internal-LM subtraction needs the same text prompt on every row of a batch")
+        return _InternalLMSubtraction(self.language_model, texts[0][None], weight)
 
     def for_inference(self, precision: str = "float32") -> ASRModel:
         """Ready for transcription only: LoRA folded into the base weights (no extra matmuls per layer: ~10%
@@ -485,6 +505,37 @@ class _RowLimits(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         # Generation from inputs_embeds returns new tokens only, so the length so far is the count of new tokens.
         return input_ids.shape[1] >= self.limits.to(input_ids.device)
+
+
+class _InternalLMSubtraction(LogitsProcessor):
+    """Subtracts weight x the decoder's log-probabilities without the audio from each step's scores.
+
+    A decoder trained on a few hours of speech leans on its text prior: it writes a fluent paraphrase ("occasionally"
+    for "sometimes") where the audio says otherwise. Scoring log p(y | audio) - w log p(y | no audio) (internal
+    language model estimation, Meng et al. 2021) discounts what the LLM would have written anyway. The text-only
+    decoder keeps its own KV cache; beam search reorders rows between steps, so each row's cache is found by
+    matching its sequence so far to the previous step's rows."""
+
+    def __init__(self, language_model: nn.Module, context: torch.Tensor, weight: float):
+        self.language_model, self.context, self.weight = language_model, context, weight
+        self.cache, self.previous = None, None
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows, length = input_ids.shape
+        if self.cache is None or self.previous is None or self.previous.shape[1] != length - 1:
+            tokens, self.cache = torch.cat([self.context.expand(rows, -1).to(input_ids.device), input_ids], 1), None
+        else:
+            same = (input_ids[:, None, :-1] == self.previous[None]).all(-1)  # rows x previous rows
+            if not bool(same.any(-1).all()):  # not a continuation of the last step: start over
+                tokens, self.cache = torch.cat([self.context.expand(rows, -1).to(input_ids.device), input_ids], 1), None
+            else:
+                self.cache.reorder_cache(same.int().argmax(-1))
+                tokens = input_ids[:, -1:]
+        out = self.language_model(input_ids=tokens, cache=self.cache, use_cache=True)
+        self.cache, self.previous = out.cache, input_ids
+        prior = out.logits[:, -1].float().log_softmax(-1)
+        return scores - self.weight * prior[:, : scores.shape[-1]].to(scores.dtype)
 
 
 def count_parameters(config: ASRConfig) -> dict[str, dict[str, int]]:
