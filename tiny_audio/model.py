@@ -523,15 +523,15 @@ class _InternalLMSubtraction(LogitsProcessor):
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         rows, length = input_ids.shape
-        if self.cache is None or self.previous is None or self.previous.shape[1] != length - 1:
+        source = None  # for each row, the previous step's row it continues
+        if self.cache is not None and self.previous.shape[1] == length - 1:
+            same = (input_ids[:, None, :-1] == self.previous[None]).all(-1)  # rows x previous rows
+            source = same.int().argmax(-1) if bool(same.any(-1).all()) else None
+        if source is None:  # the first step, or not a continuation of the last one: start over
             tokens, self.cache = torch.cat([self.context.expand(rows, -1).to(input_ids.device), input_ids], 1), None
         else:
-            same = (input_ids[:, None, :-1] == self.previous[None]).all(-1)  # rows x previous rows
-            if not bool(same.any(-1).all()):  # not a continuation of the last step: start over
-                tokens, self.cache = torch.cat([self.context.expand(rows, -1).to(input_ids.device), input_ids], 1), None
-            else:
-                self.cache.reorder_cache(same.int().argmax(-1))
-                tokens = input_ids[:, -1:]
+            self.cache.reorder_cache(source)
+            tokens = input_ids[:, -1:]
         out = self.language_model(input_ids=tokens, cache=self.cache, use_cache=True)
         self.cache, self.previous = out.cache, input_ids
         prior = out.logits[:, -1].float().log_softmax(-1)
