@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+from _shared import shared_data
+
 from tiny_audio.audio import load_audio
-from tiny_audio.data import load_rows, shared_data_dir
+from tiny_audio.data import load_rows
 from tiny_audio.evaluate import word_error_rate
 from tiny_audio.model import ASRModel
 from tiny_audio.transcribe import transcribe_arrays
@@ -31,9 +32,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/beam_stop.json"))
     args = parser.parse_args()
-    folder = args.data or shared_data_dir()
-    if folder is None:
-        sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
+    folder = shared_data(args.data)
     rows, _ = load_rows(folder / "dev")
     rows = rows[: args.clips]
     arrays, refs = [load_audio(r["audio"]) for r in rows], [r["text"] for r in rows]

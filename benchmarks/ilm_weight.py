@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from tiny_audio.data import load_rows, shared_data_dir
+from _shared import shared_data
+
+from tiny_audio.data import load_rows
 from tiny_audio.evaluate import run_evaluation
 from tiny_audio.peers import TinyAudioRecognizer
 
@@ -31,9 +32,7 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("runs/ilm-weight"))
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/ilm_weight.json"))
     args = parser.parse_args()
-    folder = args.data or shared_data_dir()
-    if folder is None:
-        sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
+    folder = shared_data(args.data)
     rows, _ = load_rows(folder / "dev")
     rows = rows[: args.clips] if args.clips else rows
 

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 import torch
+from _shared import shared_data
 
 from tiny_audio.audio import load_audio
-from tiny_audio.data import load_rows, shared_data_dir
+from tiny_audio.data import load_rows
 from tiny_audio.evaluate import word_error_rate
 from tiny_audio.model import PRECISIONS
 from tiny_audio.peers import FasterWhisperRecognizer, TinyAudioRecognizer
@@ -32,9 +33,7 @@ RATE = 16000
 
 
 def clips(data: Path | None, count: int) -> tuple[list, list[str]]:
-    folder = data or shared_data_dir()
-    if folder is None:
-        sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
+    folder = shared_data(data)
     rows, _ = load_rows(folder / "dev")
     rows = rows[:: max(len(rows) // count, 1)][:count]
     return [load_audio(r["audio"]) for r in rows], [r["text"] for r in rows]

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from _shared import shared_data
 
 from tiny_audio.audio import load_audio
-from tiny_audio.data import load_rows, shared_data_dir
+from tiny_audio.data import load_rows
 
 RATE = 16000
 FASTER_WHISPER = """
@@ -78,9 +79,7 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/long_memory.json"))
     args = parser.parse_args()
-    data = args.data or shared_data_dir()
-    if data is None:
-        sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
+    data = shared_data(args.data)
     beams = ["--num-beams", str(args.num_beams)] if args.num_beams else []
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+from _shared import shared_data
+
 from tiny_audio.audio import load_audio
-from tiny_audio.data import shared_data_dir
 from tiny_audio.evaluate import word_error_rate
 from tiny_audio.peers import load_recognizer
 from tiny_audio.transcribe import transcribe_windows
@@ -49,10 +50,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/longform.json"))
     parser.add_argument("--no-stride", action="store_true", help="skip the overlapping-windows run (slow on CPU)")
     args = parser.parse_args()
-    data = args.data or shared_data_dir()
-    manifest = data / "longform" / "manifest.jsonl" if data else None
-    if manifest is None or not manifest.is_file():
-        sys.exit("longform data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data/longform)")
+    manifest = shared_data(args.data, "longform") / "longform" / "manifest.jsonl"
     recognizer = load_recognizer(args.model, num_beams=args.num_beams)
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     report = []

@@ -25,16 +25,15 @@ from pathlib import Path
 
 import psutil
 import soundfile as sf
+from _shared import shared_data
 
 from tiny_audio.testing import free_port, wait_until_up
 
 
 def dev_clips(data: Path | None, count: int) -> list[tuple[str, bytes]]:
-    from tiny_audio.data import load_rows, shared_data_dir
+    from tiny_audio.data import load_rows
 
-    folder = data or shared_data_dir()
-    if folder is None or not (folder / "dev" / "manifest.jsonl").is_file():
-        sys.exit("shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data)")
+    folder = shared_data(data)
     rows, _ = load_rows(folder / "dev")
     spread = rows[:: max(len(rows) // count, 1)][:count]  # over the sources, not the first speaker
     return [(Path(row["audio"]).name, Path(row["audio"]).read_bytes()) for row in spread]

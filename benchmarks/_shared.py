@@ -1,0 +1,17 @@
+"""What the benchmark scripts share: finding the shared speech data, or stopping with a clear message."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tiny_audio.data import shared_data_dir
+
+
+def shared_data(given: Path | None, part: str = "dev") -> Path:
+    """The shared data folder (--data, else TINY_AUDIO_DATA or ../shared/data) holding `part`/manifest.jsonl; exits
+    with a one-line message when it is missing, since a benchmark without its data has nothing to measure."""
+    folder = given or shared_data_dir()
+    if folder is None or not (folder / part / "manifest.jsonl").is_file():
+        sys.exit(f"shared speech data not found: give --data or set TINY_AUDIO_DATA (expected ../shared/data/{part})")
+    return folder
