@@ -431,6 +431,28 @@ def analysis_compare(
             typer.echo(f"  {kind}: {common}")
 
 
+# ------------------------------------------------------------------------------------------------- average
+@app.command()
+def average(
+    models: Annotated[
+        list[str], typer.Argument(help="Two or more saved models or checkpoints of one architecture ('default' too).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="A new folder for the averaged model.")],
+    weight: Annotated[
+        list[float] | None, typer.Option("--weight", help="One positive weight a model, in order (default: equal).")
+    ] = None,
+) -> None:
+    """Average runs into one model (a "model soup"): the weighted mean of their trained weights (projector and
+    LoRA), everything else from the first. Meant for runs from one starting point, e.g. two seeds of a stage."""
+    from .soup import average_models
+
+    try:
+        folder = average_models(models, out, weight or None)
+    except (OSError, ValueError) as err:
+        raise UserError(str(err)) from None
+    typer.echo(f"averaged {len(models)} models -> {folder} (sources in {folder / 'soup.json'})")
+
+
 # ---------------------------------------------------------------------------------------------------- push
 @app.command()
 def push(

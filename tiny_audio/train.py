@@ -41,6 +41,7 @@ from .evaluate import word_error_rate
 from .features import FeatureCache
 from .model import WEIGHTS_NAME, ASRModel
 from .presets import apply_overrides, load_preset
+from .soup import average_states
 from .transcribe import transcribe_arrays
 
 STAGES = ("projector", "decoder", "encoder", "all")
@@ -247,17 +248,15 @@ def average_trained_weights(model: ASRModel, folders: list[str | Path]) -> None:
     Each tensor is averaged on its own, LoRA's A and B factors too: for runs on one trajectory (a stage and the one
     it continued from) the factors stay close, so this is near the mean of the updates; check the result on dev.
     """
-    own = model.trained_state_dict()
-    total = {key: value.detach().float().clone() for key, value in own.items()}
+    own = {key: value.detach() for key, value in model.trained_state_dict().items()}
+    states = [own]
     for folder in folders:
         state = read_trained_weights(model, folder, "training.average_with")
         missing = sorted(set(own) - set(state))
         if missing:
             raise ValueError(f"training.average_with: {folder} lacks trained tensors of this run (e.g. {missing[:3]})")
-        for key, value in state.items():
-            total[key] += value.float()
-    mean = {key: (value / (len(folders) + 1)).to(own[key].dtype) for key, value in total.items()}
-    model.load_state_dict(mean, strict=False)
+        states.append(state)
+    model.load_state_dict(average_states(states), strict=False)
 
 
 def build_model(config: TrainConfig) -> ASRModel:
