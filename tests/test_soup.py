@@ -43,6 +43,10 @@ def test_average_writes_the_weighted_mean_and_a_loadable_model(make_model, tmp_p
     proc = model.processor
     assert model.generate(**proc([tone(1.0)]), max_new_tokens=3).shape[0] == 1
     assert not (tmp_path / "soup.partial").exists()
+    (a / "README.md").write_text("card of model a")  # a's card, recipe and log would misdescribe the soup
+    (a / "train_config.yaml").write_text("recipe of model a")
+    again = average_models([a, b], tmp_path / "soup2")
+    assert not (again / "README.md").exists() and not (again / "train_config.yaml").exists()
 
 
 def test_average_refuses_what_cannot_be_averaged_and_writes_nothing(make_model, tmp_path):
@@ -59,7 +63,7 @@ def test_average_refuses_what_cannot_be_averaged_and_writes_nothing(make_model, 
         average_models([a, b], tmp_path / "x", weights=[1.0, 0.0])
     with pytest.raises(ValueError, match="at least two"):
         average_models([a], tmp_path / "x")
-    with pytest.raises(FileNotFoundError, match="not a saved Tiny Audio model"):
+    with pytest.raises(FileNotFoundError, match="holds no saved model"):
         average_models([a, tmp_path], tmp_path / "x")
     assert not (tmp_path / "x").exists()
     with pytest.raises(FileExistsError, match="not empty"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .hub import STAGE_FILES, TRAINER_FILES, model_folder
 from .model import WEIGHTS_NAME, _resolve_folder
 
 # Settings that decide what the trained tensors mean: two folders that differ in one of these cannot be averaged
@@ -24,6 +25,8 @@ from .model import WEIGHTS_NAME, _resolve_folder
 # differently). Decoding settings (beams, chunk length) may differ: the soup takes the first folder's.
 _ARCHITECTURE_PREFIXES = ("audio_model_id", "text_model_id", "projector_", "encoder_lora_", "decoder_lora_")
 _ARCHITECTURE_KEYS = ("base_weights_included", "audio_token_id")
+# Files about how the first model was made (its card, recipe, log, trainer state), which would misdescribe the soup.
+_NOT_COPIED = (WEIGHTS_NAME, "soup.json", "README.md", *STAGE_FILES.values(), *TRAINER_FILES)
 
 
 State = dict[str, torch.Tensor]
@@ -76,22 +79,20 @@ def _sha256(path: Path) -> str:
 
 def average_models(folders: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
     """Write to `out` a saved model whose trained weights are the weighted mean of those in `folders` (saved
-    models or checkpoints; "default" for the built-in model).
+    models, checkpoints or training runs; "default" for the built-in model).
 
-    Every other file (config, processor, model code) is the first folder's. `out/soup.json` records the sources,
-    their weights and the SHA-256 of each source's weights file, so the soup can be made again.
+    The config, processor files and model code are the first folder's (not its card, recipe or log).
+    `out/soup.json` records the sources, their weights and the SHA-256 of each source's weights file, so the soup
+    can be made again.
     """
-    folders = [_resolve_folder(folder) for folder in folders]  # "default" is the built-in model
-    out = Path(out)
     if len(folders) < 2:
         raise ValueError("give at least two model folders to average")
+    # "default" is the built-in model, a hub id is downloaded, a training run's folder means its final model.
+    folders = [model_folder(_resolve_folder(folder)) for folder in folders]
+    out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty: choose a new folder")
-    configs = []
-    for folder in folders:
-        if not (folder / WEIGHTS_NAME).is_file() or not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a saved Tiny Audio model (needs {WEIGHTS_NAME} and config.json)")
-        configs.append(json.loads((folder / "config.json").read_text()))
+    configs = [json.loads((folder / "config.json").read_text()) for folder in folders]
     for folder, config in zip(folders[1:], configs[1:], strict=True):
         ours, theirs = _architecture(configs[0]), _architecture(config)
         if ours != theirs:
@@ -111,7 +112,7 @@ def average_models(folders: list[str | Path], out: str | Path, weights: list[flo
     partial.mkdir(parents=True)
     try:
         for path in folders[0].iterdir():
-            if path.is_file() and path.name not in (WEIGHTS_NAME, "soup.json"):
+            if path.is_file() and not path.name.startswith(_NOT_COPIED):
                 shutil.copy2(path, partial / path.name)
         save_file(mean, str(partial / WEIGHTS_NAME), metadata={"format": "pt"})
         (partial / "soup.json").write_text(json.dumps(record, indent=2) + "\n")
