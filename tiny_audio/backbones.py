@@ -106,7 +106,8 @@ def source_dirs(backbone: NamedBackbone) -> list[Path] | None:
     return dirs
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (model weights can be GBs)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -127,7 +128,7 @@ def verify(folder: Path, full: bool = False) -> str | None:
         path = folder / name
         if not path.is_file() or path.stat().st_size != entry["size"]:
             return f"{name} missing or of the wrong size"
-        if full and _sha256(path) != entry["sha256"]:
+        if full and file_sha256(path) != entry["sha256"]:
             return f"{name} checksum mismatch"
     return None
 
@@ -166,7 +167,7 @@ def prepare(name: str, force: bool = False) -> Path:
             convert_ct2_whisper(sources, tmp)
         else:
             convert_gguf_lm(sources[0] / backbone.gguf_file, tmp)
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+        files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
         (tmp / MANIFEST).write_text(json.dumps({"name": name, "hub_id": backbone.hub_id, "files": files}, indent=2))
         if folder.exists():
             shutil.rmtree(folder)  # an incomplete or stale copy (force)

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .audio import AudioError
-from .backbones import cache_dir
+from .backbones import cache_dir, file_sha256
 from .data import read_clip
 from .encoder import encode_audio
 from .processor import MIN_SAMPLES
@@ -59,11 +59,7 @@ class FeatureCache:
         stat = os.stat(audio_path)
         seen = (str(Path(audio_path).resolve()), stat.st_size, stat.st_mtime_ns)
         if seen not in self._digests:
-            digest = hashlib.sha256()
-            with open(audio_path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            self._digests[seen] = digest.hexdigest()
+            self._digests[seen] = file_sha256(audio_path)
         return self._digests[seen]
 
     def get(self, audio_path: str | Path) -> tuple[np.ndarray, int] | None:

@@ -9,7 +9,6 @@ dev before trusting it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .backbones import file_sha256
 from .hub import STAGE_FILES, TRAINER_FILES, model_folder
 from .model import WEIGHTS_NAME, _resolve_folder
 
@@ -69,14 +69,6 @@ def _architecture(config: dict) -> dict:
     }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def average_models(folders: list[str | Path], out: str | Path, weights: list[float] | None = None) -> Path:
     """Write to `out` a saved model whose trained weights are the weighted mean of those in `folders` (saved
     models, checkpoints or training runs; "default" for the built-in model).
@@ -98,11 +90,11 @@ def average_models(folders: list[str | Path], out: str | Path, weights: list[flo
         if ours != theirs:
             differ = sorted(key for key in set(ours) | set(theirs) if ours.get(key) != theirs.get(key))
             raise ValueError(f"{folder} is another architecture than {folders[0]} (differs in {', '.join(differ)})")
-    mean = average_states([load_file(str(folder / WEIGHTS_NAME)) for folder in folders], weights)
     weights = [1.0] * len(folders) if weights is None else list(weights)
+    mean = average_states([load_file(str(folder / WEIGHTS_NAME)) for folder in folders], weights)
     record = {
         "sources": [
-            {"folder": str(folder), "weight": w / sum(weights), "sha256": _sha256(folder / WEIGHTS_NAME)}
+            {"folder": str(folder), "weight": w / sum(weights), "sha256": file_sha256(folder / WEIGHTS_NAME)}
             for folder, w in zip(folders, weights, strict=True)
         ]
     }
