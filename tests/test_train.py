@@ -167,6 +167,31 @@ def test_average_with_ends_on_the_mean_of_this_run_and_the_given_weights(backbon
     assert "average_with" in (final / "train_config.yaml").read_text()
 
 
+def test_average_with_a_stage_that_lacked_new_lora_modules_halves_their_update(backbones, manifest, tmp_path):
+    first = train(config_for(backbones, manifest, tmp_path, "data.dev=null"), output_dir=tmp_path / "a")
+    wider = config_for(
+        backbones,
+        manifest,
+        tmp_path,
+        "data.dev=null",
+        "model.decoder_lora_target_modules=[q_proj,v_proj,o_proj]",
+        f"training.init_from={first}",
+        f"training.average_with=[{first}]",
+    )
+    final = train(wider, output_dir=tmp_path / "b")
+    own = load_file(str(tmp_path / "b" / "checkpoint-8" / "model.safetensors"))
+    other, mean = load_file(str(first / "model.safetensors")), load_file(str(final / "model.safetensors"))
+    new = sorted(key for key in own if "o_proj.lora_A" in key)
+    assert new and not any(key in other for key in new)
+    for a_key in new:
+        b_key = a_key.replace("lora_A", "lora_B")
+        assert own[b_key].abs().sum() > 0  # the run trained them
+        # the earlier stage's update on these modules is zero, so the soup's update is half this run's
+        torch.testing.assert_close(mean[b_key] @ mean[a_key], own[b_key] @ own[a_key] / 2)
+    for key in other:
+        torch.testing.assert_close(mean[key], (own[key] + other[key]) / 2)
+
+
 def test_average_with_a_missing_folder_fails_before_training(backbones, manifest, tmp_path):
     config = config_for(backbones, manifest, tmp_path, f"training.average_with=[{tmp_path / 'nowhere'}]")
     with pytest.raises(FileNotFoundError, match="average_with"):

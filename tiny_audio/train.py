@@ -242,6 +242,13 @@ def load_trained_weights(model: ASRModel, folder: str | Path) -> list[str]:
     return sorted(set(model.trained_state_dict()) - set(state))
 
 
+def _no_update(own: dict[str, torch.Tensor], keys: list[str]) -> dict[str, torch.Tensor]:
+    """LoRA factors for modules an earlier stage did not have (this run added them): B = 0 (that stage's update on
+    them is zero) and this run's own A, so averaging factor by factor gives exactly the mean of the updates
+    (w * B @ A), which a random or zero A would not."""
+    return {key: torch.zeros_like(own[key]) if "lora_B" in key else own[key] for key in keys}
+
+
 def average_trained_weights(model: ASRModel, folders: list[str | Path]) -> None:
     """Replace the model's trained weights (projector and LoRA) by their mean with those saved in `folders`.
 
@@ -253,8 +260,10 @@ def average_trained_weights(model: ASRModel, folders: list[str | Path]) -> None:
     for folder in folders:
         state = read_trained_weights(model, folder, "training.average_with")
         missing = sorted(set(own) - set(state))
-        if missing:
+        if any("lora_" not in key for key in missing):
+            missing = [key for key in missing if "lora_" not in key]
             raise ValueError(f"training.average_with: {folder} lacks trained tensors of this run (e.g. {missing[:3]})")
+        state.update(_no_update(own, missing))
         states.append(state)
     model.load_state_dict(average_states(states), strict=False)
 
