@@ -35,6 +35,10 @@ def test_info_json_and_overrides():
     assert report["projector"]["total"] == 2 * 6400 * 2048 + 2048 * 4096 + 6400 + 4096
     assert report["language_model"]["lora"] == 0
     assert report["audio_tower"]["lora"] == 3_932_160
+    top = run("info", "--preset", "seed", "encoder_lora_layers=[0,47]", "--json")  # 2 of HuBERT-XLarge's 48 layers
+    assert json.loads(top.stdout)["audio_tower"]["lora"] == 3_932_160 * 2 // 48
+    wrong = run("info", "--preset", "seed", "encoder_lora_layers=[48]")
+    assert wrong.returncode != 0 and "the encoder has layers 0 to 47" in wrong.stderr
 
 
 def test_info_default_preset_and_saved_folder(make_model, tmp_path):

@@ -66,3 +66,37 @@ def test_unreadable_files_are_counted_not_fatal(make_model, tmp_path):
     cache = FeatureCache(model, root=tmp_path / "cache")
     assert cache.fill(paths, progress=False) == (2, 1)
     assert SpeechDataset([{"audio": str(bad), "text": "x", "duration": 1}], feature_cache=cache)[0] is None
+
+
+def test_a_cache_below_the_trained_top_layers_matches_live_encoding_and_outlives_their_training(make_model, tmp_path):
+    model = make_model("whisper", "llama", encoder_lora_rank=2, encoder_lora_layers=[1])
+    adapted = {n.split(".lora_")[0] for n, _ in model.audio_tower.named_parameters() if "lora_" in n}
+    assert adapted and all(".layers.1." in n for n in adapted)  # no adapter below the top layer
+    with torch.no_grad():  # a trained adapter, so the top layer's output depends on it
+        for name, param in model.audio_tower.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    rows = rows_for(tmp_path)
+    cache = FeatureCache(model, root=tmp_path / "cache", upto=1)
+    assert cache.fill([r["audio"] for r in rows], batch_size=3, progress=False) == (4, 0)
+    collator = SpeechCollator(model.processor)
+    live = collator([SpeechDataset(rows)[i] for i in range(4)])
+    cached = collator([SpeechDataset(rows, feature_cache=cache)[i] for i in range(4)])
+    with torch.no_grad():
+        a = model(**live)
+        model.audio_frames_layer = 1  # the layer above the cached hidden states runs in the model
+        b = model(**cached)
+        model.audio_frames_layer = None
+        c = model(**cached)  # read as the encoder's output they would be wrong
+    torch.testing.assert_close(a.loss, b.loss, atol=2e-3, rtol=2e-3)
+    assert abs(float(a.loss) - float(c.loss)) > 1e-2
+    # Training the top layer (adapter or weights) keeps the entries; a change below it does not.
+    with torch.no_grad():
+        for name, param in model.audio_tower.named_parameters():
+            if ".layers.1." in name or name.endswith("layer_norm.weight") and ".layers." not in name:
+                param.add_(0.01)
+    assert FeatureCache(model, root=tmp_path / "cache", upto=1).folder == cache.folder
+    assert FeatureCache(model, root=tmp_path / "cache").folder != cache.folder  # the full-encoder cache differs
+    with torch.no_grad():
+        next(p for n, p in model.audio_tower.named_parameters() if ".layers.0." in n).add_(0.01)
+    assert FeatureCache(model, root=tmp_path / "cache", upto=1).folder != cache.folder

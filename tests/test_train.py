@@ -219,8 +219,26 @@ def test_frozen_encoder_stages_train_from_the_feature_cache(backbones, manifest,
     config = config_for(backbones, manifest, tmp_path, "training.stage=decoder", "training.max_steps=4")
     train(config, output_dir=tmp_path / "second")
     assert "features: 0 computed, 6 reused" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="needs a frozen audio tower"):
-        train(config_for(backbones, manifest, tmp_path, "training.feature_cache=true"), output_dir=tmp_path / "x")
+    hubert = backbones("hubert", "qwen3")[0]  # its encoder cannot run in two parts, so LoRA there rules it out
+    config = config_for(backbones, manifest, tmp_path, f"model.audio_model_id={hubert}", "training.feature_cache=true")
+    with pytest.raises(ValueError, match="needs a frozen audio tower, or a Whisper tower whose LoRA sits in its top"):
+        train(config, output_dir=tmp_path / "x")
+
+
+def test_training_only_the_top_whisper_layers_reads_the_layers_below_from_the_feature_cache(
+    backbones, manifest, tmp_path, capsys
+):
+    top = ("model.encoder_lora_layers=[1]", "training.stage=encoder", "training.max_steps=4")
+    train(config_for(backbones, manifest, tmp_path, *top), output_dir=tmp_path / "run")
+    assert "features: 6 computed, 0 reused" in capsys.readouterr().out
+    weights = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    encoder_b = {k: v for k, v in weights.items() if k.startswith("audio_tower.") and "lora_B" in k}
+    assert encoder_b and all(".layers.1." in k for k in encoder_b)  # adapters only in the top layer
+    assert any(v.abs().sum() > 0 for v in encoder_b.values())  # and they trained (B starts at zero)
+    train(config_for(backbones, manifest, tmp_path, *top, "training.max_steps=2"), output_dir=tmp_path / "again")
+    assert "features: 0 computed, 6 reused" in capsys.readouterr().out  # training the top layer kept the entries
+    with pytest.raises(ValueError, match="encoder_lora_layers"):
+        train(config_for(backbones, manifest, tmp_path, "model.encoder_lora_layers=[2]"), output_dir=tmp_path / "x")
 
 
 def test_a_run_killed_with_sigkill_resumes_from_its_last_complete_checkpoint(backbones, manifest, tmp_path):

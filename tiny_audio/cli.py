@@ -55,7 +55,9 @@ def _describe(config: Any, source: str) -> list[str]:
         rank = getattr(config, f"{prefix}_rank")
         if rank > 0:
             targets = ",".join(getattr(config, f"{prefix}_target_modules"))
-            lora.append(f"{side} r={rank} alpha={getattr(config, f'{prefix}_alpha')} on {targets}")
+            layers = getattr(config, f"{prefix}_layers", None)  # encoder side only
+            where = f" in layers {','.join(map(str, layers))}" if layers else ""
+            lora.append(f"{side} r={rank} alpha={getattr(config, f'{prefix}_alpha')} on {targets}{where}")
         else:
             lora.append(f"{side} frozen")
     return [

@@ -53,6 +53,9 @@ class ASRConfig(PreTrainedConfig):
     encoder_lora_alpha: int = 16
     encoder_lora_dropout: float = 0.0
     encoder_lora_target_modules: list[str] | None = None  # None -> the family's default (encoder.py), q,k mostly
+    # Only these encoder layers (0 = the lowest) get adapters; None: all. With Whisper's top layers only (e.g. [4, 5]
+    # of whisper-base), training reads the frozen layers' output from the feature cache and runs just the top ones.
+    encoder_lora_layers: list[int] | None = None
     decoder_lora_rank: int = 8
     decoder_lora_alpha: int = 32
     decoder_lora_dropout: float = 0.0

@@ -24,28 +24,43 @@ from tqdm.auto import tqdm
 from .audio import AudioError
 from .backbones import cache_dir, file_sha256
 from .data import read_clip
-from .encoder import encode_audio
+from .encoder import encode_audio, layer_index
 from .processor import MIN_SAMPLES
 
 
-def encoder_fingerprint(model: Any) -> str:
-    """SHA-256 over the audio tower's config, feature settings and weights."""
+def encoder_fingerprint(model: Any, upto: int | None = None) -> str:
+    """SHA-256 over the audio tower's config, feature settings and weights; with `upto`, over the weights that
+    make the hidden states after that many layers only (the layers above may train)."""
     digest = hashlib.sha256()
     digest.update(model.config.audio_config.to_json_string(use_diff=False).encode())
     digest.update(model.processor.feature_extractor.to_json_string().encode())
     digest.update(f"min_samples={MIN_SAMPLES}".encode())
+    if upto is not None:
+        digest.update(f"upto={upto}".encode())
     for name, tensor in sorted(model.audio_tower.state_dict().items()):
+        if upto is not None and not _below(name, upto):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().to(torch.float32).cpu().numpy().tobytes())
     return digest.hexdigest()
 
 
-class FeatureCache:
-    """Encoder frames of audio files for one encoder state."""
+def _below(name: str, upto: int) -> bool:
+    """Whether a tower weight acts before layer `upto`: the layers below it and the input side, not the final norm."""
+    index = layer_index(name)
+    if index is not None:
+        return index < upto
+    return not name.split(".")[-2].endswith("layer_norm")
 
-    def __init__(self, model: Any, root: str | Path | None = None):
+
+class FeatureCache:
+    """Encoder frames of audio files for one encoder state; with `upto`, the hidden states after the encoder's
+    first `upto` layers (for training the layers above, see ASRModel.audio_frames_layer)."""
+
+    def __init__(self, model: Any, root: str | Path | None = None, upto: int | None = None):
         self.model = model
-        self.folder = Path(root or cache_dir() / "features") / encoder_fingerprint(model)[:20]
+        self.upto = upto
+        self.folder = Path(root or cache_dir() / "features") / encoder_fingerprint(model, upto)[:20]
         self._digests: dict[tuple[str, int, int], str] = {}
 
     def path_for(self, audio_path: Any) -> Path:
@@ -101,6 +116,7 @@ class FeatureCache:
                     tower,
                     feats["input_features"].to(device, next(tower.parameters()).dtype),
                     feats["audio_attention_mask"].sum(-1).to(device),
+                    upto=self.upto,
                 )
                 for path, array, f, n in zip(paths, arrays, frames, lengths, strict=True):
                     self._write(path, f[: int(n)].to(torch.float16).cpu().numpy(), len(array))

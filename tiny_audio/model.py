@@ -32,7 +32,13 @@ from transformers.utils import logging as hf_logging
 
 from .backbones import NAMED, backbone_config, resolve
 from .config import ASRConfig
-from .encoder import audio_tower_from_config, encode_audio, encoder_lora_targets, load_audio_tower
+from .encoder import (
+    audio_tower_from_config,
+    encode_audio,
+    encode_top,
+    encoder_lora_targets,
+    load_audio_tower,
+)
 from .lora import apply_lora, lora_state_dict, merged_state_dict
 from .processor import ASRProcessor
 from .projector import Projector
@@ -125,12 +131,17 @@ class ASRModel(PreTrainedModel):
         config.encoder_lora_target_modules = encoder_lora_targets(
             config.audio_config, config.encoder_lora_target_modules
         )
+        layer_count = config.audio_config.num_hidden_layers
+        outside = [i for i in config.encoder_lora_layers or [] if not 0 <= i < layer_count]
+        if outside:
+            raise ValueError(f"encoder_lora_layers {outside}: the encoder has layers 0 to {layer_count - 1}")
         self.audio_tower = apply_lora(
             self.audio_tower,
             config.encoder_lora_rank,
             config.encoder_lora_alpha,
             config.encoder_lora_dropout,
             config.encoder_lora_target_modules,
+            layers=config.encoder_lora_layers,
         )
         self.language_model = apply_lora(
             language_model,
@@ -146,6 +157,10 @@ class ASRModel(PreTrainedModel):
         self.ctc_weight = 0.0
         self.ctc_blank_id = 0  # a token no transcript contains (the trainer sets it from training.ctc_blank_token)
         self.last_ctc_loss: float | None = None  # of the last training batch, when the CTC loss is on
+        # Training only (set by the trainer): audio_frames given to forward are the encoder's hidden states after
+        # this many layers (a feature cache below the layers that train), and the layers above run here; None:
+        # audio_frames are the encoder's output.
+        self.audio_frames_layer: int | None = None
         self.post_init()
 
     def init_weights(self) -> None:
@@ -204,6 +219,8 @@ class ASRModel(PreTrainedModel):
             frames, frame_lengths = encode_audio(self.audio_tower, input_features.to(param.dtype), feature_lengths)
         else:
             frames, frame_lengths = audio_frames.to(param.dtype), audio_frame_lengths
+            if self.audio_frames_layer is not None:
+                frames = encode_top(self.audio_tower, frames, frame_lengths, self.audio_frames_layer)
         # Zero frames past each clip's end so the last stack of K frames equals that of the clip alone.
         valid = torch.arange(frames.shape[1], device=frames.device)[None] < frame_lengths[:, None]  # B, T
         frames = frames * valid[..., None].to(frames.dtype)

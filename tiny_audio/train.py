@@ -37,6 +37,7 @@ from .data import (
     open_hf_dataset,
     read_clip,
 )
+from .encoder import frozen_layers_below
 from .evaluate import word_error_rate
 from .features import FeatureCache
 from .model import WEIGHTS_NAME, ASRModel
@@ -103,7 +104,9 @@ class TrainingConfig:
     eval_steps: int | None = None  # None: once per epoch
     eval_on_start: bool = True  # a step-0 evaluation, so the curves start from the untrained model
     eval_wer_samples: int = 16  # dev clips transcribed at each evaluation for normalized WER (0: none)
-    feature_cache: bool | None = None  # None: on when the audio tower does not train in this stage
+    # None: on when the audio tower does not train in this stage, or only a Whisper tower's top layers do (the
+    # cache then holds the hidden states below them)
+    feature_cache: bool | None = None
     save_steps: int = 500
     save_total_limit: int = 3
     seed: int = 42
@@ -488,14 +491,20 @@ def train(
     args.device  # noqa: B018 - sets up the process group now, so main_process_first below can wait on it
     cache = None
     tower_trains = any(p.requires_grad for p in model.audio_tower.parameters())
-    frozen_inputs = not tower_trains and not aug.changes_waveform
-    use_cache = config.training.feature_cache if config.training.feature_cache is not None else frozen_inputs
+    # When only a Whisper tower's top layers train, the frozen layers' output can still come from the cache.
+    split = frozen_layers_below(model.audio_tower) if tower_trains else None
+    cacheable = (not tower_trains or bool(split)) and not aug.changes_waveform
+    use_cache = config.training.feature_cache if config.training.feature_cache is not None else cacheable
     if use_cache:
-        if tower_trains:
-            raise ValueError("training.feature_cache needs a frozen audio tower; this stage trains encoder LoRA")
+        if tower_trains and split is None:
+            raise ValueError(
+                "training.feature_cache needs a frozen audio tower, or a Whisper tower whose LoRA sits in its top "
+                "layers only (model.encoder_lora_layers); this stage trains more of the encoder"
+            )
         if aug.changes_waveform:
             raise ValueError("training.feature_cache cannot be used with speed or noise augmentation")
-        cache = FeatureCache(model)
+        cache = FeatureCache(model, upto=split)
+        model.audio_frames_layer = split
         # Shortest first: clips of similar length share a batch, and the encoder pads a batch to its longest clip.
         ordered = sorted(rows + dev_rows, key=lambda r: r.get("duration") or 0.0)
         paths = list(dict.fromkeys(r["audio"] for r in ordered))

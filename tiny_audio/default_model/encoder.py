@@ -5,9 +5,14 @@ Two families are supported:
 - the Whisper encoder: input B, M mels, F frames (100/s), 50 frames/s out. It runs on the real length of the
   audio (position table sliced) instead of padding to 30 s, about 4x cheaper on short clips; padded positions
   are masked so a clip gives the same frames alone or inside a batch.
+
+A Whisper encoder can also run in two parts (`encode_audio(..., upto=L)`, then `encode_top`): when only its layers
+from L up train (LoRA on `encoder_lora_layers`), the hidden states below them can come from the feature cache.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import nn
@@ -78,8 +83,11 @@ def load_audio_tower(model_id: str, dtype: torch.dtype | None = None) -> nn.Modu
     return AutoModel.from_pretrained(model_id, dtype=dtype)
 
 
-def _whisper_forward(tower: nn.Module, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Whisper encoder on the real length: B, M, F mels -> B, ceil(F/2), C frames; padded frames masked."""
+def _whisper_forward(
+    tower: nn.Module, features: torch.Tensor, lengths: torch.Tensor, upto: int | None = None
+) -> torch.Tensor:
+    """Whisper encoder on the real length: B, M, F mels -> B, ceil(F/2), C frames; padded frames masked.
+    With `upto`, only the first `upto` layers run and the hidden states before the final norm come back."""
     max_positions = tower.embed_positions.num_embeddings
     frame_mask = torch.arange(features.shape[-1], device=features.device)[None] < lengths[:, None]  # B, F
     # Zero the padding between the convolutions so the last real frames see the same zeros as an unpadded clip.
@@ -94,21 +102,32 @@ def _whisper_forward(tower: nn.Module, features: torch.Tensor, lengths: torch.Te
         )
     x = x + tower.embed_positions.weight[:t].to(x.dtype)
     x = nn.functional.dropout(x, p=tower.dropout, training=tower.training)
-    out_mask = torch.arange(t, device=x.device)[None] < encoder_output_length(tower.config, lengths)[:, None]
-    attention_mask = create_bidirectional_mask(config=tower.config, inputs_embeds=x, attention_mask=out_mask)
-    for layer in tower.layers:
+    out_lengths = encoder_output_length(tower.config, lengths)
+    if upto is not None:
+        return _whisper_layers(tower, x, out_lengths, 0, upto)
+    return tower.layer_norm(_whisper_layers(tower, x, out_lengths, 0, len(tower.layers)))
+
+
+def _whisper_layers(tower: nn.Module, x: torch.Tensor, lengths: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Whisper encoder layers start..stop-1 on hidden states B, T, C; frames past each clip's length masked."""
+    valid = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
+    attention_mask = create_bidirectional_mask(config=tower.config, inputs_embeds=x, attention_mask=valid)
+    for layer in tower.layers[start:stop]:
         x = layer(x, attention_mask)
-    return tower.layer_norm(x)
+    return x
 
 
 def encode_audio(
-    tower: nn.Module, features: torch.Tensor, feature_lengths: torch.Tensor
+    tower: nn.Module, features: torch.Tensor, feature_lengths: torch.Tensor, upto: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the audio tower on a padded batch. Returns frames B, T, C and the valid frame count per item."""
+    """Run the audio tower on a padded batch. Returns frames B, T, C and the valid frame count per item.
+    `upto` (Whisper only) stops after that many transformer layers, for `encode_top` to finish."""
     config = tower.config
     out_lengths = encoder_output_length(config, feature_lengths)
     if is_whisper(config):
-        return _whisper_forward(tower, features, feature_lengths), out_lengths
+        return _whisper_forward(tower, features, feature_lengths, upto), out_lengths
+    if upto is not None:
+        raise ValueError(f"running the encoder in two parts needs a Whisper encoder, not {config.model_type}")
     if getattr(config, "feat_extract_norm", "layer") == "group":
         # Group-norm feature encoders (wav2vec2-base style) normalise over the padded time axis, so padding
         # changes their output; run each clip alone at its real length to stay exact.
@@ -116,3 +135,31 @@ def encode_audio(
         return nn.utils.rnn.pad_sequence(frames, batch_first=True), out_lengths
     mask = torch.arange(features.shape[-1], device=features.device)[None] < feature_lengths[:, None]
     return tower(features, attention_mask=mask.long()).last_hidden_state, out_lengths
+
+
+def encode_top(tower: nn.Module, hidden: torch.Tensor, frame_lengths: torch.Tensor, start: int) -> torch.Tensor:
+    """Finish a Whisper encoder run from the hidden states B, T, C after its first `start` layers
+    (`encode_audio(..., upto=start)`): the layers above and the final norm."""
+    return tower.layer_norm(_whisper_layers(tower, hidden, frame_lengths, start, len(tower.layers)))
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def layer_index(name: str) -> int | None:
+    """The transformer layer a parameter of the tower belongs to (its name holds `layers.N.`), or None."""
+    match = _LAYER_INDEX.search(name)
+    return int(match.group(1)) if match else None
+
+
+def frozen_layers_below(tower: nn.Module) -> int | None:
+    """For a Whisper encoder whose trainable parameters all lie in its transformer layers: the index of the lowest
+    layer that trains (everything below is frozen, so its output can be cached). None when the tower is frozen,
+    is not Whisper, or trains something outside its layers."""
+    trained = [name for name, p in tower.named_parameters() if p.requires_grad]
+    if not trained or not is_whisper(tower.config):
+        return None
+    indices = [layer_index(name) for name in trained]
+    if None in indices:
+        return None
+    return min(indices)

@@ -15,12 +15,20 @@ def apply_lora(
     dropout: float,
     target_modules: list[str],
     task_type: str | None = None,
+    layers: list[int] | None = None,
 ) -> nn.Module:
-    """Wrap `module` with LoRA adapters of the given rank on `target_modules`; rank 0 returns it unchanged."""
+    """Wrap `module` with LoRA adapters of the given rank on `target_modules` (in the numbered `layers.N` blocks
+    listed in `layers` only, when given); rank 0 returns it unchanged."""
     if rank <= 0:
         return module
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules), task_type=task_type
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
+        task_type=task_type,
+        layers_to_transform=list(layers) if layers else None,
+        layers_pattern="layers" if layers else None,
     )
     return get_peft_model(module, config)
 
