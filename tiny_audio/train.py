@@ -491,8 +491,9 @@ def train(
     args.device  # noqa: B018 - sets up the process group now, so main_process_first below can wait on it
     cache = None
     tower_trains = any(p.requires_grad for p in model.audio_tower.parameters())
-    # When only a Whisper tower's top layers train, the frozen layers' output can still come from the cache.
-    split = frozen_layers_below(model.audio_tower) if tower_trains else None
+    # When only a Whisper tower's top layers train, the frozen layers' output can still come from the cache (None
+    # for a frozen tower). Not by default at split 0 (LoRA in every layer): that caches only the convolutions.
+    split = frozen_layers_below(model.audio_tower)
     cacheable = (not tower_trains or bool(split)) and not aug.changes_waveform
     use_cache = config.training.feature_cache if config.training.feature_cache is not None else cacheable
     if use_cache:
