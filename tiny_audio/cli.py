@@ -141,6 +141,10 @@ def transcribe(
     fmt: Annotated[str, typer.Option("--format", "-f", help="txt, json, srt or vtt.")] = "txt",
     output_dir: Annotated[Path | None, typer.Option(help="Write FILE_STEM.FORMAT here instead of printing.")] = None,
     num_beams: Annotated[int | None, typer.Option(min=1, help="Beam width (1 = greedy).")] = None,
+    ctc_head_weight: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Joint decoding with the model's CTC head (0: off; default: the model's own)."),
+    ] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Most tokens per clip or window.")] = None,
     do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy/beam search.")] = False,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature.")] = None,
@@ -198,7 +202,12 @@ def transcribe(
         except AudioError as err:
             failed += 1
             typer.echo(f"error: {err}", err=True)
-    options = {"num_beams": num_beams, "max_new_tokens": max_new_tokens, "temperature": temperature}
+    options = {
+        "num_beams": num_beams,
+        "ctc_head_weight": ctc_head_weight,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+    }
     options = {k: v for k, v in options.items() if v is not None}
     if do_sample:
         options["do_sample"] = True
@@ -326,6 +335,12 @@ def eval_(
             min=1, help="Beam width for Tiny Audio models (default: the model's own; 1 = greedy); peers stay greedy."
         ),
     ] = None,
+    ctc_head_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Joint decoding weight for Tiny Audio models with a CTC head (default: the model's)."
+        ),
+    ] = None,
 ) -> None:
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
@@ -342,7 +357,7 @@ def eval_(
     results = []
     for spec in model:
         try:
-            recognizer = load_recognizer(spec, num_beams=num_beams)
+            recognizer = load_recognizer(spec, num_beams=num_beams, ctc_head_weight=ctc_head_weight)
         except ImportError as err:
             raise UserError(
                 f"cannot load model {spec!r}: {err.name} is not installed (pip install 'tiny-audio[peers]')"
@@ -354,6 +369,8 @@ def eval_(
         # and `--num-beams 1` on it gets its own.
         width = recognizer.num_beams if isinstance(recognizer, TinyAudioRecognizer) else 1
         beams = f"-beams{width}" if width > 1 else ""
+        if isinstance(recognizer, TinyAudioRecognizer) and recognizer.ctc_head_weight:
+            beams += f"-ctc{recognizer.ctc_head_weight:g}"
         folder = output_dir / _slug(data) / (_slug(spec) + beams)
         try:
             results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))
@@ -453,6 +470,47 @@ def average(
     except (OSError, ValueError) as err:
         raise UserError(str(err)) from None
     typer.echo(f"averaged {len(models)} models -> {folder} (sources in {folder / 'soup.json'})")
+
+
+# ------------------------------------------------------------------------------------------------ ctc-head
+@app.command("ctc-head")
+def ctc_head(
+    model: Annotated[str, typer.Argument(help="A saved model folder (or 'default') to give a CTC head.")],
+    out: Annotated[Path, typer.Option("--out", help="A new folder for the model with its head.")],
+    data: Annotated[list[str], typer.Option("--data", help="Training manifest or folder; repeatable.")],
+    dev: Annotated[str | None, typer.Option("--dev", help="A manifest to report the head's loss on.")] = None,
+    weight: Annotated[
+        float, typer.Option(min=0.0, help="generation_defaults ctc_head_weight saved with the model (0: off).")
+    ] = 0.3,
+    epochs: Annotated[int, typer.Option(min=1)] = 12,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 2e-3,
+    hidden_dim: Annotated[int, typer.Option(min=8)] = 384,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train a character CTC head on a finished model's frozen encoder frames, for joint CTC / LLM decoding: the
+    head checks each token the LLM proposes against the audio (`ctc_head_weight` at transcription time)."""
+    from .ctc_head import train_ctc_head
+    from .data import load_rows
+
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty: choose a new folder")
+    try:
+        rows = [row for source in data for row in load_rows(source)[0]]
+        dev_rows = load_rows(dev)[0] if dev else None
+    except (OSError, ValueError) as err:
+        raise UserError(str(err)) from None
+    asr = _load_model(model)
+    try:
+        history = train_ctc_head(
+            asr, rows, dev_rows, epochs=epochs, learning_rate=learning_rate, hidden_dim=hidden_dim, seed=seed,
+            log=typer.echo,
+        )  # fmt: skip
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    asr.config.generation_defaults["ctc_head_weight"] = weight
+    asr.save_pretrained(out)
+    (out / "ctc_head_log.json").write_text(json.dumps(history, indent=1) + "\n")
+    typer.echo(f"saved {out} (ctc_head_weight={weight}; the per-epoch log in {out / 'ctc_head_log.json'})")
 
 
 # ---------------------------------------------------------------------------------------------------- push

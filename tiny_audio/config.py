@@ -20,6 +20,7 @@ DEFAULT_GENERATION = {
     "temperature": 1.0,
     "repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0,
+    "ctc_head_weight": 0.0,  # joint decoding with the CTC head (when the model has one); 0: the LLM alone
 }
 
 
@@ -60,6 +61,10 @@ class ASRConfig(PreTrainedConfig):
     decoder_lora_alpha: int = 32
     decoder_lora_dropout: float = 0.0
     decoder_lora_target_modules: list[str] | None = None  # None -> ["q_proj", "v_proj"]
+
+    # Character CTC head on the encoder frames for joint CTC / LLM decoding (tiny_audio/ctc.py): its hidden width,
+    # 0 for none. Trained after the rest (`tiny-audio ctc-head`); generation_defaults["ctc_head_weight"] turns it on.
+    ctc_head_dim: int = 0
 
     # Prompt: the audio placeholder in user_prompt is expanded to one token per projected frame.
     system_prompt: str = ""

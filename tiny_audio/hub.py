@@ -50,20 +50,24 @@ def model_card(
     results = results or []
     # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
     own = [r for r in results if r.get("system", "tiny-audio") == "tiny-audio"]
-    widths = {r.get("num_beams", 1) for r in own}
+    widths = {(r.get("num_beams", 1), r.get("ctc_head_weight") or 0.0) for r in own}
 
     def label(r: dict[str, Any]) -> str:
         if r not in own:
             return r.get("model", "-")
         if len(widths) == 1:
             return "this model"
-        beams = r.get("num_beams", 1)
-        return "this model, greedy" if beams == 1 else f"this model, beams {beams}"
+        beams, ctc = r.get("num_beams", 1), r.get("ctc_head_weight") or 0.0
+        text = "this model, greedy" if beams == 1 else f"this model, beams {beams}"
+        return text + (f", CTC {ctc:g}" if ctc else "")
 
     labels = [label(r) for r in results]
     # The Hub's model-index lists the score of the model as it runs by default (its own beam width).
     default_beams = config.generation_defaults.get("num_beams", 1)
-    indexed = [r for r in own if r.get("num_beams", 1) == default_beams] or own
+    default_ctc = config.generation_defaults.get("ctc_head_weight", 0.0) if config.ctc_head_dim else 0.0
+    indexed = [
+        r for r in own if r.get("num_beams", 1) == default_beams and (r.get("ctc_head_weight") or 0.0) == default_ctc
+    ] or own
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -110,6 +114,12 @@ def model_card(
         if default_beams > 1
         else ""
     )
+    if default_ctc:
+        decoding += (
+            f"\nA character CTC head on the encoder frames checks each token the language model proposes against the"
+            f" audio (joint CTC / LLM decoding, weight {default_ctc:g});"
+            f' `asr("audio.flac", ctc_head_weight=0)` decodes with the language model alone.\n'
+        )
     body = f"""
 # {name}
 

@@ -28,10 +28,18 @@ class TinyAudioRecognizer:
         self.model = ASRModel.from_pretrained(name_or_path)
         self.weights_sha256 = _weights_digest(self.model.trained_state_dict())
         # The beam width that decodes: the one asked for, else the model's own default (the shipped model's is 4).
-        self.num_beams = int(generate_kwargs.get("num_beams") or self.model.config.generation_defaults["num_beams"])
+        defaults = self.model.config.generation_defaults
+        self.num_beams = int(generate_kwargs.get("num_beams") or defaults["num_beams"])
+        # Joint decoding with the CTC head: the weight asked for, else the model's own; 0 when it has no head.
+        weight = generate_kwargs.get("ctc_head_weight")
+        self.ctc_head_weight = float(defaults.get("ctc_head_weight", 0.0) if weight is None else weight)
+        if self.model.ctc_head is None:
+            self.ctc_head_weight = 0.0
         self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
         if self.num_beams > 1:
             self.name += f" (beams {self.num_beams})"
+        if self.ctc_head_weight:
+            self.name += f" (CTC {self.ctc_head_weight:g})"
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
         if device.type == "cuda":  # bf16 on a GPU, whatever the CPU precision asked
             self.model = self.model.for_inference("bfloat16").to(device)
@@ -51,6 +59,7 @@ class TinyAudioRecognizer:
             "trainable_parameters": report["trainable"],
             "system": "tiny-audio",
             "num_beams": self.num_beams,
+            "ctc_head_weight": self.ctc_head_weight,
             "weights_sha256": self.weights_sha256,
         }
 
@@ -141,11 +150,11 @@ class PocketSphinxRecognizer:
         return {"system": "pocketsphinx"}
 
 
-def load_recognizer(spec: str, num_beams: int | None = None) -> Any:
+def load_recognizer(spec: str, num_beams: int | None = None, ctc_head_weight: float | None = None) -> Any:
     """A recognizer from `--model`: faster-whisper:SIZE[:COMPUTE], pocketsphinx, or a Tiny Audio model.
 
-    `num_beams` applies to Tiny Audio models only (None: the model's own default); the peers stay greedy, as
-    they are compared."""
+    `num_beams` and `ctc_head_weight` apply to Tiny Audio models only (None: the model's own default); the peers
+    stay greedy, as they are compared."""
     if spec.startswith("faster-whisper:"):
         parts = spec.split(":")
         return FasterWhisperRecognizer(parts[1], parts[2] if len(parts) > 2 else "int8")
@@ -155,6 +164,8 @@ def load_recognizer(spec: str, num_beams: int | None = None) -> Any:
 
     name, _, precision = spec.rpartition(":")
     options = {} if num_beams is None else {"num_beams": num_beams}
+    if ctc_head_weight is not None:
+        options["ctc_head_weight"] = ctc_head_weight
     if name and precision in PRECISIONS:  # a Tiny Audio model at a CPU precision: default:bfloat16
         return TinyAudioRecognizer(name, precision=precision, **options)
     return TinyAudioRecognizer(spec, **options)

@@ -32,6 +32,7 @@ from transformers.utils import logging as hf_logging
 
 from .backbones import NAMED, backbone_config, resolve
 from .config import ASRConfig
+from .ctc import CTCHead, CTCPrefixScorer, token_spellings
 from .encoder import (
     audio_tower_from_config,
     encode_audio,
@@ -151,7 +152,9 @@ class ASRModel(PreTrainedModel):
             config.decoder_lora_target_modules,
             task_type="CAUSAL_LM",
         )
+        self.ctc_head = CTCHead(config.audio_config.hidden_size, config.ctc_head_dim) if config.ctc_head_dim else None
         self._processor: ASRProcessor | None = None
+        self._spellings: tuple[Any, list[list[int]]] | None = None  # (tokenizer, its tokens spelled for the head)
         # Training only (set by the trainer, never saved): weight of the CTC alignment loss on the projected frames
         # (see _ctc_alignment_loss); 0 switches it off.
         self.ctc_weight = 0.0
@@ -336,10 +339,25 @@ class ASRModel(PreTrainedModel):
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache."""
-        inputs_embeds = self._embed(
-            input_ids, input_features=input_features, audio_attention_mask=audio_attention_mask
-        )[0]
         options = {**self.config.generation_defaults, **generate_kwargs}
+        head_weight = float(options.pop("ctc_head_weight", 0.0) or 0.0)
+        if head_weight and self.ctc_head is not None:
+            # The encoder runs once: its frames feed both the projector and the CTC head.
+            dtype = next(self.projector.parameters()).dtype
+            frames, lengths = encode_audio(self.audio_tower, input_features.to(dtype), audio_attention_mask.sum(-1))
+            inputs_embeds = self._embed(input_ids, audio_frames=frames, audio_frame_lengths=lengths)[0]
+            scorer = CTCPrefixScorer(
+                self.ctc_head.padded_log_probs(frames, lengths),
+                self._token_spellings(),
+                self.processor.eos_token_id,
+                head_weight,
+                num_beams=int(options.get("num_beams") or 1),
+            )
+            options["logits_processor"] = LogitsProcessorList([*options.get("logits_processor", []), scorer])
+        else:
+            inputs_embeds = self._embed(
+                input_ids, input_features=input_features, audio_attention_mask=audio_attention_mask
+            )[0]
         per_second = options.pop("max_new_tokens_per_second", None)
         if per_second:
             # Each audio position covers stack_size encoder frames of 20 ms (Whisper, wav2vec2, HuBERT alike).
@@ -371,6 +389,12 @@ class ASRModel(PreTrainedModel):
             options.setdefault("suppress_tokens", [self.config.audio_token_id])
         options.setdefault("use_cache", True)  # the KV cache: each new token attends to stored keys and values
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
+
+    def _token_spellings(self) -> list[list[int]]:
+        tokenizer = self.processor.tokenizer
+        if self._spellings is None or self._spellings[0] is not tokenizer:
+            self._spellings = (tokenizer, token_spellings(tokenizer))
+        return self._spellings[1]
 
     def _internal_lm(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, weight: float):
         """The decoder's own text prior for this batch: the prompt with its audio positions taken out."""
@@ -422,8 +446,10 @@ class ASRModel(PreTrainedModel):
 
     # --------------------------------------------------------------------------------------- save / load
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
-        """The weights that training changes: projector and every LoRA adapter."""
+        """The weights that training changes: projector, every LoRA adapter and the CTC head if any."""
         state = {f"projector.{k}": v for k, v in self.projector.state_dict().items()}
+        if self.ctc_head is not None:
+            state.update({f"ctc_head.{k}": v for k, v in self.ctc_head.state_dict().items()})
         for name in ("audio_tower", "language_model"):
             state.update({f"{name}.{k}": v for k, v in lora_state_dict(getattr(self, name)).items()})
         return state

@@ -28,6 +28,7 @@ GENERATION_OPTIONS = (
     "no_repeat_ngram_size",
     "length_penalty",
     "ilm_weight",
+    "ctc_head_weight",
 )
 
 

@@ -1,0 +1,134 @@
+"""The character CTC head and joint CTC / LLM decoding: exact prefix scores, the choice they make, and the head's
+training, saving and use in generation."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+from tiny_audio import ASRModel
+from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, _Prefix, spell
+from tiny_audio.ctc_head import train_ctc_head
+from tiny_audio.peers import load_recognizer
+from tiny_audio.testing import tone
+
+V = len(CHARS) + 1
+A, B = spell("a")[0], spell("b")[0]
+
+
+def three_symbol_log_probs(frames: int, seed: int = 0) -> torch.Tensor:
+    """1, T, V log-probabilities with all the mass on blank, 'a' and 'b', so every path can be enumerated."""
+    torch.manual_seed(seed)
+    x = torch.full((1, frames, V), -math.inf)
+    x[0, :, [0, A, B]] = torch.randn(frames, 3).log_softmax(-1)
+    return x
+
+
+def collapse(path: tuple[int, ...]) -> tuple[int, ...]:
+    out = [s for i, s in enumerate(path) if s != 0 and (i == 0 or s != path[i - 1])]
+    return tuple(out)
+
+
+def extended(scorer: CTCPrefixScorer, text: list[int]) -> _Prefix:
+    return _Prefix(*scorer.extend([0], [scorer.empty(0)], [text])[0], False, bool(text))
+
+
+def test_prefix_and_full_scores_are_exact():
+    x = three_symbol_log_probs(6)
+    scorer = CTCPrefixScorer(x, [[]], eos_token_id=99, weight=1.0)
+    paths = [(p, float(sum(x[0, t, s] for t, s in enumerate(p)))) for p in itertools.product([0, A, B], repeat=6)]
+    for text in ([A], [A, B], [A, A], [B, A, B]):
+        prefix = extended(scorer, text)
+        starts = [lp for p, lp in paths if collapse(p)[: len(text)] == tuple(text)]
+        whole = [lp for p, lp in paths if collapse(p) == tuple(text)]
+        assert math.isclose(prefix.psi, float(torch.tensor(starts).logsumexp(0)), abs_tol=1e-4)
+        assert math.isclose(scorer.full_score(prefix), float(torch.tensor(whole).logsumexp(0)), abs_tol=1e-4)
+    # Character by character or all at once: the same state.
+    step = scorer.empty(0)
+    for c in [B, A, B]:
+        step = _Prefix(*scorer.extend([0], [step], [[c]])[0], False, True)
+    assert math.isclose(step.psi, extended(scorer, [B, A, B]).psi, abs_tol=1e-5)
+
+
+def test_joint_decoding_takes_the_token_the_audio_spells_and_ends_where_it_ends():
+    # Frames that clearly say "ab": a, a, blank, b, blank.
+    x = torch.full((1, 5, V), -20.0)
+    for t, s in enumerate([A, A, 0, B, 0]):
+        x[0, t, s] = 0.0
+    x = x.log_softmax(-1)
+    spellings = [[SPACE, A, B], [SPACE, B, A], [SPACE], []]  # token 0 " ab", 1 " ba", 2 a comma, 3 the end
+    scorer = CTCPrefixScorer(x, spellings, eos_token_id=3, weight=1.0, top_k=4)
+    llm = torch.tensor([[-0.5, -0.2, -3.0, -2.0]])  # the LLM prefers " ba"
+    first = scorer(torch.zeros((1, 0), dtype=torch.long), llm.clone())
+    assert first.argmax().item() == 0
+    # After " ab" the audio is over: the end token wins against more letters.
+    second = scorer(torch.tensor([[0]]), torch.tensor([[-0.3, -0.3, -3.0, -1.0]]))
+    assert second.argmax().item() == 3
+    # Tokens outside the top_k are dropped.
+    narrow = CTCPrefixScorer(x, spellings, eos_token_id=3, weight=1.0, top_k=1)
+    assert torch.isinf(narrow(torch.zeros((1, 0), dtype=torch.long), llm.clone())[0, 0])
+
+
+def rows_for(tmp_path, n=6):
+    rows = []
+    for i in range(n):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, tone(0.8 + 0.2 * i, 200 + 40 * i, seed=i), 16000)
+        rows.append({"audio": str(path), "text": ["a cab", "a bad cab", "ab"][i % 3], "duration": 0.8 + 0.2 * i})
+    return rows
+
+
+def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_path):
+    model = make_model("whisper", "llama", encoder_lora_rank=0)
+    rows = rows_for(tmp_path)
+    history = train_ctc_head(model, rows, rows[:2], epochs=6, learning_rate=5e-3, hidden_dim=16, log=lambda _: None)
+    assert len(history) == 6 and history[-1]["train_loss"] < history[0]["train_loss"]
+    assert {"dev_loss", "dev_greedy_wer"} <= set(history[-1])
+    model.config.generation_defaults["ctc_head_weight"] = 0.5
+    model.save_pretrained(tmp_path / "saved")
+    loaded = ASRModel.from_pretrained(tmp_path / "saved")
+    assert loaded.config.ctc_head_dim == 16
+    for key, value in model.ctc_head.state_dict().items():
+        torch.testing.assert_close(loaded.ctc_head.state_dict()[key], value)
+
+    inputs = loaded.processor([tone(1.0, 300, seed=9), tone(0.6, 250, seed=8)])
+    with_head = loaded.generate(**inputs, num_beams=2, max_new_tokens=6)
+    without = loaded.generate(**inputs, num_beams=2, max_new_tokens=6, ctc_head_weight=0.0)
+    greedy = loaded.generate(**inputs, max_new_tokens=6)
+    assert with_head.shape[0] == without.shape[0] == greedy.shape[0] == 2
+    # `tiny-audio eval` names and records the weight that decodes: the model's own unless one is asked for.
+    assert load_recognizer(str(tmp_path / "saved")).describe()["ctc_head_weight"] == 0.5
+    off = load_recognizer(str(tmp_path / "saved"), ctc_head_weight=0.0)
+    assert off.ctc_head_weight == 0.0 and "CTC" not in off.name
+    # Each clip decodes the same alone as in the batch (the head's padding frames are blank).
+    alone = loaded.generate(**loaded.processor([tone(0.6, 250, seed=8)]), max_new_tokens=6)
+    n = alone.shape[1]
+    assert greedy[1, :n].tolist() == alone[0].tolist()
+
+
+def test_ctc_head_command_writes_a_model_and_refuses_a_used_folder(make_model, tmp_path):
+    model = make_model("whisper", "llama", encoder_lora_rank=0)
+    model.save_pretrained(tmp_path / "base")
+    (tmp_path / "data").mkdir()
+    rows = rows_for(tmp_path / "data")
+    manifest = tmp_path / "data" / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({**r, "audio": Path(r["audio"]).name}) + "\n" for r in rows))
+
+    def cli(*args):
+        command = [sys.executable, "-m", "tiny_audio", "ctc-head", str(tmp_path / "base"), "--data", str(manifest)]
+        return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
+
+    done = cli("--epochs", "2", "--hidden-dim", "8", "--out", str(tmp_path / "with-head"), "--weight", "0.4")
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "with-head" / "config.json").read_text())
+    assert config["ctc_head_dim"] == 8 and config["generation_defaults"]["ctc_head_weight"] == 0.4
+    assert len(json.loads((tmp_path / "with-head" / "ctc_head_log.json").read_text())) == 2
+    again = cli("--out", str(tmp_path / "with-head"))
+    assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr

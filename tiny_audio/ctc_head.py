@@ -1,0 +1,128 @@
+"""Training the character CTC head of a finished model (see tiny_audio/ctc.py) on its frozen encoder's frames.
+
+The head is trained on its own, after the projector and LoRA: nothing else changes, so it reads the encoder
+frames from the feature cache, and an epoch over a few hours of audio takes minutes on a CPU. The model's text
+output changes only where joint decoding is switched on (generation_defaults["ctc_head_weight"]).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .ctc import CHARS, CTCHead, spell
+from .features import FeatureCache
+
+
+def _clips(cache: FeatureCache, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray, list[int]]]:
+    cache.fill([row["audio"] for row in rows])
+    clips = []
+    for row in rows:
+        got = cache.get(row["audio"])
+        target = spell(row["text"])
+        if got is not None and target:  # an unreadable clip or a text with no letters teaches nothing
+            clips.append((got[0], target))
+    return clips
+
+
+def _batches(clips: list, max_frames: int, rng: random.Random | None = None):
+    """Batches of clips of similar length, at most max_frames padded frames each; shuffled when rng is given."""
+    order = sorted(range(len(clips)), key=lambda i: len(clips[i][0]))
+    groups, group = [], []
+    for i in order:
+        if group and (len(group) + 1) * len(clips[i][0]) > max_frames:
+            groups.append(group)
+            group = []
+        group.append(i)
+    if group:
+        groups.append(group)
+    if rng is not None:
+        rng.shuffle(groups)
+    for group in groups:
+        frames = [torch.from_numpy(clips[i][0].astype(np.float32)) for i in group]
+        yield (
+            nn.utils.rnn.pad_sequence(frames, batch_first=True),
+            torch.tensor([len(f) for f in frames]),
+            [clips[i][1] for i in group],
+        )
+
+
+def greedy_text(log_probs: torch.Tensor) -> str:
+    """Best-path decoding of one clip's T, V log-probabilities."""
+    text, last = [], 0
+    for i in log_probs.argmax(-1).tolist():
+        if i not in (last, 0):
+            text.append(CHARS[i - 1])
+        last = i
+    return " ".join("".join(text).split())
+
+
+def train_ctc_head(
+    model: Any,
+    train_rows: list[dict[str, Any]],
+    dev_rows: list[dict[str, Any]] | None = None,
+    epochs: int = 12,
+    learning_rate: float = 2e-3,
+    hidden_dim: int = 384,
+    max_frames: int = 12000,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, float]]:
+    """Give `model` a new CTC head (config.ctc_head_dim = hidden_dim) trained on rows {audio, text}; returns the
+    per-epoch log (training and dev loss per character, dev character-level greedy WER of the head alone)."""
+    from jiwer import wer
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    cache = FeatureCache(model)
+    train = _clips(cache, train_rows)
+    dev = _clips(cache, dev_rows or [])
+    if not train:
+        raise ValueError("no training clip could be read with a transcript that has letters")
+    log(f"CTC head: {len(train)} training clips, {len(dev)} dev clips")
+    model.config.ctc_head_dim = hidden_dim
+    head = CTCHead(model.config.audio_config.hidden_size, hidden_dim)
+    steps = epochs * sum(1 for _ in _batches(train, max_frames))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps, pct_start=0.1)
+    history = []
+    for epoch in range(1, epochs + 1):
+        start, total, chars = time.time(), 0.0, 0
+        head.train()
+        for frames, lengths, targets in _batches(train, max_frames, rng):
+            # Two masked spans per clip, each up to 5% of it (SpecAugment's time masks): the head may not lean
+            # on any one stretch of frames.
+            for row, n in zip(frames, lengths.tolist(), strict=True):
+                for _ in range(2):
+                    width = rng.randint(0, max(1, n // 20))
+                    at = rng.randint(0, max(0, n - width))
+                    row[at : at + width] = 0
+            loss = head.loss(frames, lengths, targets)
+            count = sum(len(t) for t in targets)
+            optimizer.zero_grad()
+            (loss / count).backward()
+            nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach())
+            chars += count
+        entry = {"epoch": epoch, "train_loss": total / chars, "seconds": round(time.time() - start, 1)}
+        if dev:
+            head.eval()
+            with torch.no_grad():
+                entry["dev_loss"] = sum(float(head.loss(*b)) for b in _batches(dev, max_frames)) / sum(
+                    len(t) for _, t in dev
+                )
+                hyps = [greedy_text(head(torch.from_numpy(f.astype(np.float32))[None])[0]) for f, _ in dev]
+            entry["dev_greedy_wer"] = wer(["".join(CHARS[i - 1] for i in t) for _, t in dev], hyps)
+        history.append(entry)
+        log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items()))
+    head.eval()
+    model.ctc_head = head
+    return history

@@ -1,0 +1,193 @@
+"""A character CTC head on the encoder frames, and joint CTC / LLM decoding with it.
+
+An LLM decoder trained on a few hours of speech guesses from context where the audio is unclear: most of the
+default model's dev errors are fluent substitutions ("finalized" for "finished") and it may stop early or run on.
+A small CTC head reading the same encoder frames spells what was said, letter by letter, and cannot paraphrase.
+Joint decoding (Watanabe et al., "Hybrid CTC/attention architecture for end-to-end speech recognition", 2017) adds
+to each candidate token's LLM log-probability `ctc_weight` times the change it makes to the CTC prefix
+log-probability of the text so far; the end token gets the CTC probability that the text is all that was said.
+The LLM's tokens are spelled out in the head's characters (letters and apostrophe; anything else is a space).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import nn
+from transformers import LogitsProcessor
+
+CHARS = " abcdefghijklmnopqrstuvwxyz'"  # id 0 is the CTC blank, so a character's id is its position here + 1
+SPACE = CHARS.index(" ") + 1
+
+
+def spell(text: str) -> list[int]:
+    """Character ids of a transcript as the head is trained on it: lower case, letters and apostrophes, any other
+    run of characters one space, no space at either end."""
+    text = re.sub(r"[^a-z']+", " ", text.lower()).strip()
+    return [CHARS.index(c) + 1 for c in text]
+
+
+class CTCHead(nn.Module):
+    """Encoder frames (B, T, C at 50 per second) -> character log-probabilities at 25 per second: LayerNorm, two
+    1-D convolutions (the first of stride 2) with GELU, a linear layer. About 1.2M parameters for whisper-base."""
+
+    def __init__(self, encoder_dim: int, hidden_dim: int = 384, dropout: float = 0.2):
+        super().__init__()
+        self.norm = nn.LayerNorm(encoder_dim)
+        self.drop = nn.Dropout(dropout)
+        self.conv1 = nn.Conv1d(encoder_dim, hidden_dim, kernel_size=4, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(hidden_dim, hidden_dim, kernel_size=3, padding=1)
+        self.out = nn.Linear(hidden_dim, len(CHARS) + 1)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.norm(frames.to(self.norm.weight.dtype))).transpose(1, 2)
+        x = nn.functional.gelu(self.conv1(x))
+        x = nn.functional.gelu(self.conv2(self.drop(x)))
+        return self.out(self.drop(x.transpose(1, 2))).float().log_softmax(-1)
+
+    @staticmethod
+    def output_length(frames: int | torch.Tensor) -> int | torch.Tensor:
+        return (frames + 2 - 4) // 2 + 1
+
+    def padded_log_probs(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """B, T', V log-probabilities where each clip's frames past its end make the blank certain, so a clip
+        scores the same alone or in a batch."""
+        # Frames past a clip's end are zeroed first, as the head saw clips alone in training (cached, trimmed).
+        frame_valid = torch.arange(frames.shape[1], device=frames.device)[None] < lengths[:, None]
+        log_probs = self(frames * frame_valid[..., None].to(frames.dtype))
+        valid = torch.arange(log_probs.shape[1], device=log_probs.device)[None] < self.output_length(lengths)[:, None]
+        pad = torch.full_like(log_probs[0, 0], -math.inf)
+        pad[0] = 0.0
+        return torch.where(valid[..., None], log_probs, pad)
+
+    def loss(self, frames: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
+        """Summed CTC loss of a batch (a clip whose text cannot fit its frames adds nothing)."""
+        return nn.functional.ctc_loss(
+            self(frames).transpose(0, 1),
+            torch.tensor([c for t in targets for c in t], dtype=torch.long),
+            self.output_length(lengths).cpu(),
+            torch.tensor([len(t) for t in targets]),
+            reduction="sum",
+            zero_infinity=True,
+        )
+
+
+def token_spellings(tokenizer) -> list[list[int]]:
+    """Each token id's characters for the head (SPACE for any non-letter), from the token's decoded text."""
+    table = []
+    for i in range(len(tokenizer)):
+        text = re.sub(r"[^a-z']", " ", tokenizer.decode([i]).lower())
+        table.append([SPACE if c == " " else CHARS.index(c) + 1 for c in text])
+    return table
+
+
+class _Prefix:
+    """CTC forward variables of one text prefix: r_n / r_b (T,) log-probabilities that the prefix has been emitted
+    by frame t ending in its last character / in a blank; psi, the prefix log-probability; a space held back until
+    a letter follows (so a text ending in punctuation ends cleanly)."""
+
+    __slots__ = ("last", "pending", "psi", "r_b", "r_n", "started")
+
+    def __init__(self, r_n, r_b, last: int, psi: float, pending: bool, started: bool):
+        self.r_n, self.r_b, self.last, self.psi, self.pending, self.started = r_n, r_b, last, psi, pending, started
+
+    def committed(self, spelling: list[int]) -> tuple[list[int], bool]:
+        """The characters a token adds to this prefix, and whether a space is then held back."""
+        out, pending = [], self.pending
+        for ch in spelling:
+            if ch == SPACE:
+                pending = pending or self.started or bool(out)
+            else:
+                out.extend([SPACE, ch] if pending else [ch])
+                pending = False
+        return out, pending
+
+
+class CTCPrefixScorer(LogitsProcessor):
+    """Joint CTC / LLM decoding as a logits processor, for greedy and beam search over a batch.
+
+    Each row's `top_k` tokens by LLM score get `weight` x (CTC prefix log-probability with the token - without);
+    the other tokens are dropped (the pre-beam of joint decoding: scoring all 49k would cost 49k prefix updates).
+    Rows are matched to the prefixes scored at the previous step by their tokens, as beam search reorders rows.
+    """
+
+    def __init__(self, log_probs: torch.Tensor, spellings: list[list[int]], eos_token_id: int, weight: float,
+                 num_beams: int = 1, top_k: int | None = None):  # fmt: skip
+        self.x = log_probs.detach().float().cpu()  # B, T, V as CTCHead.padded_log_probs gives
+        self.spellings, self.eos, self.weight, self.beams = spellings, eos_token_id, weight, num_beams
+        self.top_k = top_k or max(8, 2 * num_beams)
+        self.prefixes: dict[tuple, _Prefix] = {}
+
+    def empty(self, b: int) -> _Prefix:
+        r_b = self.x[b, :, 0].cumsum(0)
+        return _Prefix(torch.full_like(r_b, -math.inf), r_b, 0, 0.0, False, False)
+
+    def full_score(self, prefix: _Prefix) -> float:
+        """Log-probability that the prefix is the whole transcript."""
+        return float(torch.logaddexp(prefix.r_n[-1], prefix.r_b[-1]))
+
+    def extend(self, items: list[int], prefixes: list[_Prefix], additions: list[list[int]]) -> list[tuple]:
+        """(r_n, r_b, last, psi) of each prefix extended by its characters; vectorised over the prefixes,
+        sequential over frames (the CTC prefix recursion, Graves 2012 / Watanabe et al. 2017)."""
+        r_n = torch.stack([p.r_n for p in prefixes])
+        r_b = torch.stack([p.r_b for p in prefixes])
+        last = torch.tensor([p.last for p in prefixes])
+        psi = torch.tensor([p.psi for p in prefixes], dtype=torch.float64)
+        empty = torch.tensor([not p.started for p in prefixes])
+        x = self.x[items]  # n, T, V
+        lengths = torch.tensor([len(a) for a in additions])
+        for j in range(int(lengths.max()) if additions else 0):
+            rows = (lengths > j).nonzero().squeeze(1)
+            c = torch.tensor([additions[i][j] for i in rows.tolist()])
+            xc = x[rows, :, c]  # n, T: the new character's log-probability at each frame
+            xb = x[rows, :, 0]
+            # Paths may enter the new character from the prefix ending in a blank, or in its last character
+            # unless the new one repeats it (CTC needs a blank between two equal characters).
+            phi = torch.where((c == last[rows])[:, None], r_b[rows], torch.logaddexp(r_n[rows], r_b[rows]))
+            new_n, new_b = torch.empty_like(xc), torch.empty_like(xc)
+            new_n[:, 0] = torch.where(empty[rows], xc[:, 0], torch.full_like(xc[:, 0], -math.inf))
+            new_b[:, 0] = -math.inf
+            for t in range(1, xc.shape[1]):
+                new_n[:, t] = torch.logaddexp(new_n[:, t - 1], phi[:, t - 1]) + xc[:, t]
+                new_b[:, t] = torch.logaddexp(new_n[:, t - 1], new_b[:, t - 1]) + xb[:, t]
+            psi[rows] = torch.logsumexp(torch.cat([new_n[:, :1], phi[:, :-1] + xc[:, 1:]], 1), 1).double()
+            r_n[rows], r_b[rows], last[rows], empty[rows] = new_n, new_b, c, False
+        return [(r_n[i], r_b[i], int(last[i]), float(psi[i])) for i in range(len(prefixes))]
+
+    def _prefix(self, b: int, tokens: list[int]) -> _Prefix:
+        prefix = self.prefixes.get((b, tuple(tokens)))
+        if prefix is None:  # the first step, or a row not scored before: spell its tokens from the start
+            prefix = self.empty(b)
+            for token in tokens:
+                added, pending = prefix.committed(self.spellings[token])
+                prefix = _Prefix(*self.extend([b], [prefix], [added])[0], pending, prefix.started or bool(added))
+        return prefix
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        top = scores.float().topk(min(self.top_k, scores.shape[-1]), dim=-1).indices.tolist()
+        out = torch.full_like(scores, -math.inf)
+        items, prefixes, additions, meta = [], [], [], []
+        for row, tokens in enumerate(input_ids.tolist()):
+            b = row // self.beams
+            prefix = self._prefix(b, tokens)
+            for token in top[row]:
+                if token == self.eos:
+                    out[row, token] = scores[row, token] + self.weight * (self.full_score(prefix) - prefix.psi)
+                    continue
+                added, pending = prefix.committed(self.spellings[token] if token < len(self.spellings) else [])
+                items.append(b)
+                prefixes.append(prefix)
+                additions.append(added)
+                meta.append((row, token, b, tokens, pending, prefix.started or bool(added)))
+        scored = {}
+        if prefixes:
+            for (row, token, b, tokens, pending, started), (r_n, r_b, last, psi), prefix in zip(
+                meta, self.extend(items, prefixes, additions), prefixes, strict=True
+            ):
+                out[row, token] = scores[row, token] + self.weight * (psi - prefix.psi)
+                scored[(b, (*tokens, token))] = _Prefix(r_n, r_b, last, psi, pending, started)
+        self.prefixes = scored
+        return out
