@@ -88,6 +88,8 @@ def keep_results(target: Path, paths: list[Path]) -> list[dict]:
         beams = result.get("num_beams", 1)
         if result.get("system") == "tiny-audio":
             name = "default" if beams == 1 else f"default-beams{beams}"
+            if result.get("ctc_head_weight"):
+                name += f"-ctc{result['ctc_head_weight']:g}"
         else:
             name = path.parent.name
         copy = target / "training" / f"dev_{name}.json"

@@ -71,6 +71,8 @@ def test_joint_decoding_takes_the_token_the_audio_spells_and_ends_where_it_ends(
     # After " ab" the audio is over: the end token wins against more letters.
     second = scorer(torch.tensor([[0]]), torch.tensor([[-0.3, -0.3, -3.0, -1.0]]))
     assert second.argmax().item() == 3
+    # A row that continues no scored prefix (a finished one, padded on) keeps its scores, at no cost.
+    torch.testing.assert_close(scorer(torch.tensor([[1, 3]]), llm.clone()), llm)
     # Tokens outside the top_k are dropped.
     narrow = CTCPrefixScorer(x, spellings, eos_token_id=3, weight=1.0, top_k=1)
     assert torch.isinf(narrow(torch.zeros((1, 0), dtype=torch.long), llm.clone())[0, 0])

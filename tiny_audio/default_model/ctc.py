@@ -156,14 +156,13 @@ class CTCPrefixScorer(LogitsProcessor):
             r_n[rows], r_b[rows], last[rows], empty[rows] = new_n, new_b, c, False
         return [(r_n[i], r_b[i], int(last[i]), float(psi[i])) for i in range(len(prefixes))]
 
-    def _prefix(self, b: int, tokens: list[int]) -> _Prefix:
-        prefix = self.prefixes.get((b, tuple(tokens)))
-        if prefix is None:  # the first step, or a row not scored before: spell its tokens from the start
-            prefix = self.empty(b)
-            for token in tokens:
-                added, pending = prefix.committed(self.spellings[token])
-                prefix = _Prefix(*self.extend([b], [prefix], [added])[0], pending, prefix.started or bool(added))
-        return prefix
+    def _prefix(self, b: int, tokens: list[int]) -> _Prefix | None:
+        """The scored prefix a row continues; None for a row that continues none: a finished row padded on (greedy)
+        or the placeholder beams of a finished clip, whose tokens generation ignores. Spelling those from the
+        start at every step would cost more with each step."""
+        if not tokens:
+            return self.empty(b)
+        return self.prefixes.get((b, tuple(tokens)))
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -173,6 +172,9 @@ class CTCPrefixScorer(LogitsProcessor):
         for row, tokens in enumerate(input_ids.tolist()):
             b = row // self.beams
             prefix = self._prefix(b, tokens)
+            if prefix is None:
+                out[row] = scores[row]
+                continue
             for token in top[row]:
                 if token == self.eos:
                     out[row, token] = scores[row, token] + self.weight * (self.full_score(prefix) - prefix.psi)
