@@ -55,6 +55,15 @@ def test_prefix_and_full_scores_are_exact():
     for c in [B, A, B]:
         step = _Prefix(*scorer.extend([0], [step], [[c]])[0], False, True)
     assert math.isclose(step.psi, extended(scorer, [B, A, B]).psi, abs_tol=1e-5)
+    # Frames past the clip's end (a shorter clip in a batch: blank certain) change no score.
+    pad = torch.full((1, 4, V), -math.inf)
+    pad[..., 0] = 0.0
+    padded = CTCPrefixScorer(torch.cat([x, pad], 1), [[]], eos_token_id=99, weight=1.0)
+    for text in ([A], [B, A, B]):
+        assert math.isclose(extended(padded, text).psi, extended(scorer, text).psi, abs_tol=1e-6)
+        assert math.isclose(
+            padded.full_score(extended(padded, text)), scorer.full_score(extended(scorer, text)), abs_tol=1e-6
+        )
 
 
 def test_joint_decoding_takes_the_token_the_audio_spells_and_ends_where_it_ends():
