@@ -37,18 +37,23 @@ def test_decode_step_benchmark_times_every_weight_format(tmp_path):
     assert all(r["ms_per_step"] > 0 for r in rows) and rows[3]["weights_mb"] < rows[1]["weights_mb"]
 
 
-def test_ilm_weight_benchmark_scores_each_weight_as_its_own_run(make_model, tmp_path):
+def dev_data(folder: Path, texts: list[str]) -> None:
+    """A shared-data folder whose dev part has one short tone clip per text, from sources "a" and "b" in turn."""
     import soundfile as sf
 
     from tiny_audio.testing import tone
 
-    make_model().save_pretrained(tmp_path / "m")
-    (tmp_path / "data" / "dev").mkdir(parents=True)
-    with open(tmp_path / "data" / "dev" / "manifest.jsonl", "w") as manifest:
-        for i, text in enumerate(["the cat sat", "hello world", "yes"]):
-            sf.write(tmp_path / "data" / "dev" / f"{i}.wav", tone(0.5 + 0.2 * i, seed=i), 16000)
+    (folder / "dev").mkdir(parents=True)
+    with open(folder / "dev" / "manifest.jsonl", "w") as manifest:
+        for i, text in enumerate(texts):
+            sf.write(folder / "dev" / f"{i}.wav", tone(0.5 + 0.2 * i, seed=i), 16000)
             row = {"id": i, "audio": f"{i}.wav", "text": text, "duration": 0.5 + 0.2 * i, "source": "ab"[i % 2]}
             manifest.write(json.dumps(row) + "\n")
+
+
+def test_ilm_weight_benchmark_scores_each_weight_as_its_own_run(make_model, tmp_path):
+    make_model().save_pretrained(tmp_path / "m")
+    dev_data(tmp_path / "data", ["the cat sat", "hello world", "yes"])
     out = tmp_path / "ilm.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "ilm_weight.py"), "--model", str(tmp_path / "m"),
                "--data", str(tmp_path / "data"), "--weight", "0", "--weight", "2", "--num-beams", "2",
@@ -61,3 +66,24 @@ def test_ilm_weight_benchmark_scores_each_weight_as_its_own_run(make_model, tmp_
     logs = sorted((tmp_path / "runs").rglob("utterances.jsonl"))
     assert [p.parent.name for p in logs] == ["ilm-0-beams2", "ilm-2-beams2"]
     assert all(len(p.read_text().splitlines()) == 3 for p in logs)
+
+
+def test_ctc_weight_sweep_runs_each_setting_and_refuses_a_model_without_a_head(make_model, tmp_path):
+    make_model(ctc_head_dim=8).save_pretrained(tmp_path / "m")
+    make_model().save_pretrained(tmp_path / "plain")
+    dev_data(tmp_path / "data", ["the cat sat", "hello world", "yes", "no"])
+    out = tmp_path / "ctc.json"
+
+    def sweep(model, *args):
+        command = [sys.executable, str(ROOT / "benchmarks" / "ctc_weight.py"), "--model", str(tmp_path / model),
+                   "--data", str(tmp_path / "data"), "--output-dir", str(tmp_path / "runs"), "--output", str(out),
+                   "--every", "2", *args]  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    done = sweep("m", "--weight", "0.5", "--num-beams", "1", "--num-beams", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["clips"] == 2 and list(report["runs"]) == ["ctc-0.5-beams1", "ctc-0.5-beams2"]
+    assert all(r["rtfx"] > 0 for r in report["runs"].values())
+    refused = sweep("plain", "--weight", "0.5")
+    assert refused.returncode != 0 and "no CTC head" in refused.stderr and "Traceback" not in refused.stderr

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from tiny_audio import ASRModel
-from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, _Prefix, spell
+from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, _Prefix, spell, token_spellings
 from tiny_audio.ctc_head import train_ctc_head
 from tiny_audio.peers import load_recognizer
 from tiny_audio.testing import tone
@@ -55,6 +55,11 @@ def test_prefix_and_full_scores_are_exact():
     for c in [B, A, B]:
         step = _Prefix(*scorer.extend([0], [step], [[c]])[0], False, True)
     assert math.isclose(step.psi, extended(scorer, [B, A, B]).psi, abs_tol=1e-5)
+    # All next characters at once (for the guided candidates): the same as extending by each.
+    for prefix in (scorer.empty(0), extended(scorer, [A, A]), extended(scorer, [B, A, B])):
+        fast = scorer.next_char_scores([0], prefix.r_n[None], prefix.r_b[None], [prefix.last], [not prefix.started])
+        slow = [scorer.extend([0], [prefix], [[c]])[0][3] for c in (A, B)]
+        torch.testing.assert_close(fast[0, [A - 1, B - 1]], torch.tensor(slow, dtype=fast.dtype), atol=1e-5, rtol=0)
     # Frames past the clip's end (a shorter clip in a batch: blank certain) change no score.
     pad = torch.full((1, 4, V), -math.inf)
     pad[..., 0] = 0.0
@@ -64,6 +69,22 @@ def test_prefix_and_full_scores_are_exact():
         assert math.isclose(
             padded.full_score(extended(padded, text)), scorer.full_score(extended(scorer, text)), abs_tol=1e-6
         )
+
+
+def test_digits_are_spelled_as_their_names_so_the_head_can_check_them():
+    class Tokenizer:
+        pieces = ["8", " 23", "-", "Ab"]
+
+        def __len__(self):
+            return len(self.pieces)
+
+        def decode(self, ids):
+            return "".join(self.pieces[i] for i in ids)
+
+    table = token_spellings(Tokenizer())
+    assert table[0] == [SPACE, *spell("eight"), SPACE]
+    assert table[1] == [SPACE, SPACE, *spell("two"), SPACE, SPACE, *spell("three"), SPACE]
+    assert table[2] == [SPACE] and table[3] == spell("ab")
 
 
 def test_joint_decoding_takes_the_token_the_audio_spells_and_ends_where_it_ends():
@@ -82,6 +103,10 @@ def test_joint_decoding_takes_the_token_the_audio_spells_and_ends_where_it_ends(
     assert second.argmax().item() == 3
     # A row that continues no scored prefix (a finished one, padded on) keeps its scores, at no cost.
     torch.testing.assert_close(scorer(torch.tensor([[1, 3]]), llm.clone()), llm)
+    # A token with no letter (punctuation) may not follow another: a run of them would cost nothing.
+    scorer(torch.zeros((1, 0), dtype=torch.long), llm.clone())
+    bare = scorer(torch.tensor([[2]]), torch.tensor([[-3.0, -3.0, -0.1, -5.0]]))
+    assert torch.isinf(bare[0, 2]) and bare.argmax().item() in (0, 1)
     # Tokens outside the top_k are dropped.
     narrow = CTCPrefixScorer(x, spellings, eos_token_id=3, weight=1.0, top_k=1)
     assert torch.isinf(narrow(torch.zeros((1, 0), dtype=torch.long), llm.clone())[0, 0])

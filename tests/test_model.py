@@ -187,13 +187,17 @@ def test_wavlm_lora_defaults_to_layers_it_can_adapt(make_model):
         make_model("wavlm", "qwen3", encoder_lora_target_modules=["q_proj", "k_proj"])
 
 
-def test_generation_options_pass_through(make_model, clips):
+def test_generation_options_pass_through(make_model, clips, monkeypatch):
     model = make_model()
     batch = model.processor(clips[:2])
     greedy = model.generate(**batch, max_new_tokens=4)
     assert greedy.shape[1] <= 4
     beams = model.generate(**batch, max_new_tokens=4, num_beams=3)
     assert beams.shape[0] == 2
+    # The prompt's KV cache is computed once per clip and shared by its beams: the same search as one per beam.
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "_shared_prefill", lambda *args: None)
+        assert torch.equal(model.generate(**batch, max_new_tokens=4, num_beams=3), beams)
     penalised = model.generate(**batch, max_new_tokens=6, repetition_penalty=5.0, no_repeat_ngram_size=1)
     for row in penalised.tolist():
         row = [t for t in row if t != model.processor.tokenizer.pad_token_id]

@@ -112,7 +112,9 @@ def test_repetition_loops_are_cut():
     assert cut_repetition("i went home i went home i went home i went home") == "i went home"
     assert cut_repetition("hello hello hello hello hello") == "hello"
     assert cut_repetition("thank you. Thank you! thank you thank you and more") == "thank you. and more"
-    for kept in ["that that is", "no no", "a b c d e f", "one one one"]:  # real speech repeats a little
+    assert cut_repetition("about the ha-h-h-h-h-h-h-h- Still it was") == "about the ha-h- Still it was"
+    assert cut_repetition("up to 3,,,,,,,,,,, then") == "up to 3, then"
+    for kept in ["that that is", "no no", "a b c d e f", "one one one", "a well-known  twenty-five..."]:
         assert cut_repetition(kept) == kept
 
 

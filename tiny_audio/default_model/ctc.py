@@ -74,11 +74,19 @@ class CTCHead(nn.Module):
         )
 
 
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
 def token_spellings(tokenizer) -> list[list[int]]:
-    """Each token id's characters for the head (SPACE for any non-letter), from the token's decoded text."""
+    """Each token id's characters for the head (SPACE for any non-letter), from the token's decoded text. A digit
+    is spelled as its name: a token the head cannot check would cost nothing, and joint decoding then favours it
+    ("36000000..." for "three quarters"); named digits are right for digits read one by one ("erase z y g n p
+    eight two three") and make the LLM write other numbers in words, which the head can check (the WER normalizer
+    reads both forms alike)."""
     table = []
     for i in range(len(tokenizer)):
-        text = re.sub(r"[^a-z']", " ", tokenizer.decode([i]).lower())
+        text = re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", tokenizer.decode([i]).lower())
+        text = re.sub(r"[^a-z']", " ", text)
         table.append([SPACE if c == " " else CHARS.index(c) + 1 for c in text])
     return table
 
@@ -95,12 +103,13 @@ def _log_linear_recurrence(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Te
 class _Prefix:
     """CTC forward variables of one text prefix: r_n / r_b (T,) log-probabilities that the prefix has been emitted
     by frame t ending in its last character / in a blank; psi, the prefix log-probability; a space held back until
-    a letter follows (so a text ending in punctuation ends cleanly)."""
+    a letter follows (so a text ending in punctuation ends cleanly); bare, whether its last token added no letter."""
 
-    __slots__ = ("last", "pending", "psi", "r_b", "r_n", "started")
+    __slots__ = ("bare", "last", "pending", "psi", "r_b", "r_n", "started")
 
-    def __init__(self, r_n, r_b, last: int, psi: float, pending: bool, started: bool):
+    def __init__(self, r_n, r_b, last: int, psi: float, pending: bool, started: bool, bare: bool = False):
         self.r_n, self.r_b, self.last, self.psi, self.pending, self.started = r_n, r_b, last, psi, pending, started
+        self.bare = bare
 
     def committed(self, spelling: list[int]) -> tuple[list[int], bool]:
         """The characters a token adds to this prefix, and whether a space is then held back."""
@@ -117,8 +126,11 @@ class _Prefix:
 class CTCPrefixScorer(LogitsProcessor):
     """Joint CTC / LLM decoding as a logits processor, for greedy and beam search over a batch.
 
-    Each row's `top_k` tokens by LLM score get `weight` x (CTC prefix log-probability with the token - without);
-    the other tokens are dropped (the pre-beam of joint decoding: scoring all 49k would cost 49k prefix updates).
+    Each row's candidate tokens get `weight` x (CTC prefix log-probability with the token - without); the other
+    tokens are dropped (the pre-beam of joint decoding: scoring all 49k would cost 49k prefix updates). The
+    candidates are the row's `top_k` tokens by LLM score, the end token, and the LLM's best `top_k // 2` among the
+    tokens that begin with the character the head reads next (after a space: the letter after it). Without those,
+    an LLM caught in a loop offers only loop tokens ("ha-h-h-h-h...") and the head can but pick the least bad.
     Rows are matched to the prefixes scored at the previous step by their tokens, as beam search reorders rows.
     """
 
@@ -129,6 +141,10 @@ class CTCPrefixScorer(LogitsProcessor):
         self.spellings, self.eos, self.weight, self.beams = spellings, eos_token_id, weight, num_beams
         self.top_k = top_k or max(8, 2 * num_beams)
         self.prefixes: dict[tuple, _Prefix] = {}
+        # Each token's first letter (0: it has none) and whether a space comes first, for the guided candidates.
+        first = [next((c for c in spelling if c != SPACE), 0) for spelling in spellings]
+        self.first_letter = torch.tensor(first)
+        self.space_first = torch.tensor([bool(sp) and sp[0] == SPACE for sp in spellings])
 
     def empty(self, b: int) -> _Prefix:
         r_b = self.x[b, :, 0].cumsum(0)
@@ -146,13 +162,14 @@ class CTCPrefixScorer(LogitsProcessor):
         last = torch.tensor([p.last for p in prefixes])
         psi = torch.tensor([p.psi for p in prefixes], dtype=torch.float64)
         empty = torch.tensor([not p.started for p in prefixes])
-        x = self.x[items]  # n, T, V
+        items_t = torch.tensor(items)
+        xb_all = self.x[items_t, :, 0]  # n, T: the blank's log-probability (only the columns needed are gathered)
         lengths = torch.tensor([len(a) for a in additions])
         for j in range(int(lengths.max()) if additions else 0):
             rows = (lengths > j).nonzero().squeeze(1)
             c = torch.tensor([additions[i][j] for i in rows.tolist()])
-            xc = x[rows, :, c]  # n, T: the new character's log-probability at each frame
-            xb = x[rows, :, 0]
+            xc = self.x[items_t[rows], :, c]  # n, T: the new character's log-probability at each frame
+            xb = xb_all[rows]
             # Paths may enter the new character from the prefix ending in a blank, or in its last character
             # unless the new one repeats it (CTC needs a blank between two equal characters).
             phi = torch.where((c == last[rows])[:, None], r_b[rows], torch.logaddexp(r_n[rows], r_b[rows]))
@@ -175,32 +192,91 @@ class CTCPrefixScorer(LogitsProcessor):
             return self.empty(b)
         return self.prefixes.get((b, tuple(tokens)))
 
+    def next_char_scores(self, items: list[int], r_n, r_b, last: list[int], empty: list[bool]) -> torch.Tensor:
+        """n, C: the prefix log-probability of each prefix (forward variables r_n, r_b: n, T) extended by each
+        character, all at once: psi(h + c) = sum over t of phi(t-1) x_c(t) needs no recursion."""
+        x = self.x[torch.tensor(items)]  # n, T, V
+        phi = torch.logaddexp(r_n, r_b)[:, :-1, None].expand(-1, -1, len(CHARS)).clone()
+        repeat = torch.tensor(last)[:, None] - 1 == torch.arange(len(CHARS))[None]  # entering c == last needs a blank
+        phi[repeat[:, None].expand_as(phi)] = r_b[:, :-1, None].expand_as(phi)[repeat[:, None].expand_as(phi)]
+        psi = torch.logsumexp(phi + x[:, 1:, 1:], 1)
+        start = torch.where(torch.tensor(empty)[:, None], x[:, 0, 1:], torch.full_like(psi, -math.inf))
+        return torch.logaddexp(psi, start)
+
+    def guided(self, rows: list[int], prefixes: list[_Prefix], scores: torch.Tensor) -> dict[int, list[int]]:
+        """For each row, the LLM's best `top_k // 2` tokens that begin with the head's most likely next character:
+        a letter, or a space and then the head's most likely letter after it."""
+        items = [row // self.beams for row in rows]
+        psi = self.next_char_scores(
+            items,
+            torch.stack([p.r_n for p in prefixes]),
+            torch.stack([p.r_b for p in prefixes]),
+            [p.last for p in prefixes],
+            [not p.started for p in prefixes],
+        )
+        first = (psi.argmax(1) + 1).tolist()
+        # A held-back space comes before any letter; an empty prefix drops a leading one.
+        spaced = [i for i, p in enumerate(prefixes) if p.pending or (p.started and first[i] == SPACE)]
+        letter = dict(enumerate(first))
+        if spaced:
+            ext = self.extend([items[i] for i in spaced], [prefixes[i] for i in spaced], [[SPACE]] * len(spaced))
+            after = self.next_char_scores(
+                [items[i] for i in spaced],
+                torch.stack([e[0] for e in ext]),
+                torch.stack([e[1] for e in ext]),
+                [SPACE] * len(spaced),
+                [False] * len(spaced),
+            )
+            after[:, SPACE - 1] = -math.inf  # a letter after the space
+            letter.update(zip(spaced, (after.argmax(1) + 1).tolist(), strict=True))
+        out = {}
+        for i, row in enumerate(rows):
+            mask = self.first_letter == letter[i]
+            if prefixes[i].started and not prefixes[i].pending:
+                mask &= self.space_first if i in spaced else ~self.space_first
+            mask = mask[: scores.shape[-1]]  # a tokenizer may count more tokens than the LLM's output has
+            masked = scores[row, : len(mask)].float().masked_fill(~mask, -math.inf)
+            top = masked.topk(min(self.top_k // 2, len(mask)))
+            out[row] = top.indices[torch.isfinite(top.values)].tolist()
+        return out
+
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         top = scores.float().topk(min(self.top_k, scores.shape[-1]), dim=-1).indices.tolist()
         out = torch.full_like(scores, -math.inf)
-        items, prefixes, additions, meta = [], [], [], []
+        known = {}
         for row, tokens in enumerate(input_ids.tolist()):
-            b = row // self.beams
-            prefix = self._prefix(b, tokens)
+            prefix = self._prefix(row // self.beams, tokens)
             if prefix is None:
                 out[row] = scores[row]
-                continue
-            for token in top[row]:
+            else:
+                known[row] = (tokens, prefix)
+        extra = self.guided(list(known), [p for _, p in known.values()], scores) if known else {}
+        items, prefixes, additions, meta = [], [], [], []
+        for row, (tokens, prefix) in known.items():
+            b = row // self.beams
+            for token in dict.fromkeys([*top[row], *extra[row], self.eos]):
                 if token == self.eos:
                     out[row, token] = scores[row, token] + self.weight * (self.full_score(prefix) - prefix.psi)
                     continue
                 added, pending = prefix.committed(self.spellings[token] if token < len(self.spellings) else [])
+                if not added and prefix.bare:
+                    # A token with no letter leaves the CTC score as it is, so a run of them would cost nothing:
+                    # punctuation loops (",,,,") were the result. One at a time.
+                    continue
                 items.append(b)
                 prefixes.append(prefix)
                 additions.append(added)
-                meta.append((row, token, b, tokens, pending, prefix.started or bool(added)))
+                meta.append((row, token, b, tokens, pending, prefix.started or bool(added), not added))
         scored = {}
         if prefixes:
-            for (row, token, b, tokens, pending, started), (r_n, r_b, last, psi), prefix in zip(
+            for (row, token, b, tokens, pending, started, bare), (r_n, r_b, last, psi), prefix in zip(
                 meta, self.extend(items, prefixes, additions), prefixes, strict=True
             ):
                 out[row, token] = scores[row, token] + self.weight * (psi - prefix.psi)
-                scored[(b, (*tokens, token))] = _Prefix(r_n, r_b, last, psi, pending, started)
+                scored[(b, (*tokens, token))] = _Prefix(r_n, r_b, last, psi, pending, started, bare)
         self.prefixes = scored
+        # A row left with no choice (its top tokens all dropped, or the audio spells none of them) ends.
+        stuck = ~torch.isfinite(out).any(-1)
+        out[stuck, self.eos] = scores[stuck, self.eos]
         return out

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
+    DynamicCache,
     LogitsProcessor,
     LogitsProcessorList,
     PreTrainedModel,
@@ -388,7 +389,30 @@ class ASRModel(PreTrainedModel):
         if self.config.audio_token_id is not None and self.config.audio_token_id < vocab:
             options.setdefault("suppress_tokens", [self.config.audio_token_id])
         options.setdefault("use_cache", True)  # the KV cache: each new token attends to stored keys and values
+        beams = int(options.get("num_beams") or 1)
+        if beams > 1 and options["use_cache"] and options.get("cache") is None and inputs_embeds.shape[1] > 1:
+            options["cache"] = self._shared_prefill(inputs_embeds, attention_mask, beams)
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
+
+    def _shared_prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, beams: int):
+        """The KV cache of all but the last prompt position, computed once per clip and repeated for each beam.
+        Beam search would run the prefill over num_beams identical copies of each clip, and the prefill (prompt
+        and audio, ~150 positions for 10 s) is a large part of decoding time on a CPU; generate() then computes
+        only the last position. Positions are counted as generate() counts them, past the left padding."""
+        if attention_mask is None:
+            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        cache = DynamicCache(config=self.language_model.config)
+        self.language_model(
+            inputs_embeds=inputs_embeds[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=positions[:, :-1],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.batch_repeat_interleave(beams)
+        return cache
 
     def _token_spellings(self) -> list[list[int]]:
         tokenizer = self.processor.tokenizer

@@ -171,21 +171,25 @@ def _loop_at(keys: list[str], i: int, min_repeats: int, max_period: int) -> tupl
 def cut_repetition(text: str, min_repeats: int = 4, max_period: int = 12) -> str:
     """Cut a run-on loop: where a phrase of 2 to `max_period` words repeats `min_repeats` or more times in a row
     (a single word: one more time), keep one copy. Speech repeats a little ("no no no"); decoders that lose their
-    place repeat until the token limit ("i went home i went home i went home i went home" -> "i went home")."""
-    words = text.split()
+    place repeat until the token limit ("i went home i went home i went home i went home" -> "i went home").
+    Hyphens separate words here too ("ha-h-h-h-h-h" is a loop), and a run of one punctuation mark (not dots: "...") is one mark."""
+    text = re.sub(r"([,;:!?-])\1{3,}", r"\1", text)
+    parts = re.split(r"(\s*-\s*|\s+)", text.strip())
+    words, separators = parts[0::2], parts[1::2]
     keys = [_key(w) for w in words]
-    out: list[str] = []
+    kept: list[int] = []
     i = 0
     while i < len(words):
         loop = _loop_at(keys, i, min_repeats, max_period)
         if loop is None:
-            out.append(words[i])
+            kept.append(i)
             i += 1
         else:
             period, repeats = loop
-            out.extend(words[i : i + period])
+            kept.extend(range(i, i + period))
             i += period * repeats
-    return " ".join(out)
+    # Each kept word after the first with the separator that stood before it.
+    return "".join((separators[k - 1] if n else "") + words[k] for n, k in enumerate(kept)).strip()
 
 
 @functools.cache

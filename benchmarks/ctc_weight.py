@@ -1,0 +1,68 @@
+"""Joint CTC / LLM decoding: the default model at a few CTC head weights and beam sizes, side by side.
+
+    python benchmarks/ctc_weight.py --weight 0 --weight 0.3 --weight 0.5 --num-beams 1 --num-beams 4 --every 2
+
+`ctc_head_weight` (a generation option of `ASRModel.generate`, see tiny_audio/ctc.py) trades the LLM's fluency
+against the CTC head's spelling of the audio. Each (weight, beams) pair is a `tiny-audio eval` run of its own
+(resumable, in --output-dir/ctc-W-beamsN); prints WER by source and RTFx for each and writes JSON. `--every K`
+takes every K-th dev clip, so a quick sweep still covers each source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from _shared import shared_data
+
+from tiny_audio.data import load_rows
+from tiny_audio.evaluate import run_evaluation
+from tiny_audio.peers import TinyAudioRecognizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default", help="Tiny Audio model with a CTC head (default: built-in)")
+    parser.add_argument("--weight", type=float, action="append", help="ctc_head_weight; repeatable (default 0.3)")
+    parser.add_argument("--num-beams", type=int, action="append", help="beam size; repeatable (default 4)")
+    parser.add_argument("--every", type=int, default=1, help="Every K-th dev clip (default all)")
+    parser.add_argument("--data", type=Path, help="The shared data folder (default ../shared/data)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/ctc-weight"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/ctc_weight.json"))
+    args = parser.parse_args()
+    folder = shared_data(args.data)
+    rows, _ = load_rows(folder / "dev")
+    rows = rows[:: args.every]
+
+    report = {"model": args.model, "clips": len(rows), "every": args.every, "runs": {}}
+    if args.output.is_file():  # a sweep run in parts keeps the earlier parts' figures
+        earlier = json.loads(args.output.read_text())
+        if (earlier.get("model"), earlier.get("every")) == (args.model, args.every):
+            report["runs"] = earlier["runs"]
+    for beams in args.num_beams or [4]:
+        for weight in args.weight or [0.3]:
+            recognizer = TinyAudioRecognizer(args.model, num_beams=beams, ctc_head_weight=weight)
+            if weight and not recognizer.ctc_head_weight:
+                sys.exit(f"{args.model} has no CTC head to weigh (train one with `tiny-audio ctc-head`)")
+            key = f"ctc-{weight:g}-beams{beams}"
+            result = run_evaluation(
+                recognizer, rows, args.output_dir / key, batch_size=args.batch_size, data_name=str(folder / "dev")
+            )
+            report["runs"][key] = {
+                "wer": round(100 * result["wer"], 2),
+                "by_source": {s: round(100 * r["wer"], 2) for s, r in sorted(result["by_source"].items())},
+                "substitutions": result["substitutions"],
+                "deletions": result["deletions"],
+                "insertions": result["insertions"],
+                "rtfx": round(result["rtfx"], 2),
+            }
+            print(f"{key}: {report['runs'][key]}", flush=True)
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
