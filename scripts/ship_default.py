@@ -49,15 +49,19 @@ def shipped_stages(target: Path) -> tuple[list[dict[str, bytes]], dict[str, byte
     return stages, dev
 
 
-def refresh_code(target: Path, num_beams: int | None = None) -> None:
+def refresh_code(target: Path, num_beams: int | None = None, ctc_head_weight: float | None = None) -> None:
     """Rewrite the code, handler and processor files of a saved folder from today's package (weights kept), and
-    its default beam width if given."""
+    its default beam width and CTC head weight if given."""
     from tiny_audio.model import ASRModel
 
     weights = (target / WEIGHTS_NAME).read_bytes()
     model = ASRModel.from_pretrained(target)
     if num_beams is not None:
         model.config.generation_defaults["num_beams"] = num_beams
+    if ctc_head_weight is not None:
+        if model.ctc_head is None:
+            raise SystemExit(f"{target}: no CTC head to weigh (ship one with --ctc-head)")
+        model.config.generation_defaults["ctc_head_weight"] = ctc_head_weight
     model.save_pretrained(target)
     (target / WEIGHTS_NAME).write_bytes(weights)
 
@@ -107,10 +111,11 @@ def main() -> None:
     parser.add_argument(
         "--refresh",
         action="store_true",
-        help="only rewrite the shipped folder's code copies (and, with --results, its card; with --num-beams, its "
-        "default beam width)",
+        help="only rewrite the shipped folder's code copies (and, with --results, its card; with --num-beams and "
+        "--ctc-head-weight, its default decoding)",
     )
     parser.add_argument("--num-beams", type=int, help="the shipped model's default beam width (1 = greedy)")
+    parser.add_argument("--ctc-head-weight", type=float, help="the shipped model's default CTC head weight (0 = off)")
     parser.add_argument(
         "--ctc-head", type=Path, help="a folder from `tiny-audio ctc-head default`: ship its CTC head (with --refresh)"
     )
@@ -131,7 +136,7 @@ def main() -> None:
     if args.refresh:
         if args.ctc_head:
             add_ctc_head(args.target, args.ctc_head)
-        refresh_code(args.target, args.num_beams)
+        refresh_code(args.target, args.num_beams, args.ctc_head_weight)
         print(f"refreshed the code in {args.target}")
         if args.results:  # new evaluations of the shipped weights (e.g. another beam width): the card quotes them
             results = keep_results(args.target, args.results)

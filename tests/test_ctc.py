@@ -14,8 +14,10 @@ import soundfile as sf
 import torch
 
 from tiny_audio import ASRModel
+from tiny_audio.config import ASRConfig
 from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, _Prefix, spell, token_spellings
 from tiny_audio.ctc_head import train_ctc_head
+from tiny_audio.model import count_parameters
 from tiny_audio.peers import load_recognizer
 from tiny_audio.testing import tone
 
@@ -131,6 +133,9 @@ def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_p
     model.save_pretrained(tmp_path / "saved")
     loaded = ASRModel.from_pretrained(tmp_path / "saved")
     assert loaded.config.ctc_head_dim == 16
+    head = sum(p.numel() for p in loaded.ctc_head.parameters())
+    assert loaded.parameter_report()["ctc_head"]["total"] == head
+    assert count_parameters(ASRConfig.from_pretrained(tmp_path / "saved"))["ctc_head"]["total"] == head
     for key, value in model.ctc_head.state_dict().items():
         torch.testing.assert_close(loaded.ctc_head.state_dict()[key], value)
 

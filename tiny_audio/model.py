@@ -456,9 +456,10 @@ class ASRModel(PreTrainedModel):
 
     # ------------------------------------------------------------------------------------------ reporting
     def parameter_report(self) -> dict[str, dict[str, int]]:
-        """Parameter counts per component: total, trainable, and LoRA."""
+        """Parameter counts per component: total, trainable, and LoRA; the CTC head too where there is one (it is
+        trained, on its own, by `tiny-audio ctc-head`)."""
         report = {}
-        for name in COMPONENTS:
+        for name in (*COMPONENTS, "ctc_head") if self.ctc_head is not None else COMPONENTS:
             params = dict(getattr(self, name).named_parameters())
             report[name] = {
                 "total": sum(p.numel() for p in params.values()),
