@@ -123,6 +123,21 @@ def rows_for(tmp_path, n=6):
     return rows
 
 
+def test_a_head_with_layers_scores_a_clip_the_same_alone_and_padded_in_a_batch():
+    from tiny_audio.ctc import CTCHead
+
+    torch.manual_seed(0)
+    head = CTCHead(16, 32, layers=2).eval()
+    assert len(head.layers) == 2
+    long, short = torch.randn(1, 20, 16), torch.randn(1, 12, 16)
+    batch = torch.cat([long, torch.cat([short, torch.randn(1, 8, 16)], 1)])  # the short clip padded with noise
+    padded = head.padded_log_probs(batch, torch.tensor([20, 12]))
+    alone = head.padded_log_probs(short, torch.tensor([12]))
+    n = CTCHead.output_length(12)
+    torch.testing.assert_close(padded[1, :n], alone[0, :n], atol=1e-5, rtol=0)
+    assert (padded[1, n:, 0] == 0).all()  # past its end the blank is certain
+
+
 def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_path):
     model = make_model("whisper", "llama", encoder_lora_rank=0)
     rows = rows_for(tmp_path)
@@ -152,6 +167,15 @@ def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_p
     alone = loaded.generate(**loaded.processor([tone(0.6, 250, seed=8)]), max_new_tokens=6)
     n = alone.shape[1]
     assert greedy[1, :n].tolist() == alone[0].tolist()
+
+
+def test_the_head_also_learns_silence_and_noise_clips(make_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("TINY_AUDIO_CACHE", str(tmp_path / "cache"))
+    model = make_model("whisper", "llama", encoder_lora_rank=0)
+    lines = []
+    train_ctc_head(model, rows_for(tmp_path, 4), epochs=1, hidden_dim=8, silence_share=0.5, log=lines.append)
+    assert lines[0].startswith("CTC head: 6 training clips")  # 4 with speech, 2 with an empty text
+    assert len(list((tmp_path / "cache" / "silence").glob("*.flac"))) == 2
 
 
 def test_ctc_head_command_writes_a_model_and_refuses_a_used_folder(make_model, tmp_path):

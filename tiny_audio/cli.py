@@ -485,6 +485,10 @@ def ctc_head(
     epochs: Annotated[int, typer.Option(min=1)] = 12,
     learning_rate: Annotated[float, typer.Option("--lr")] = 2e-3,
     hidden_dim: Annotated[int, typer.Option(min=8)] = 384,
+    layers: Annotated[int, typer.Option(min=0, help="Transformer layers after the convolutions.")] = 0,
+    silence_share: Annotated[
+        float, typer.Option(min=0.0, help="Silence and noise clips with an empty text, as a share of the data.")
+    ] = 0.05,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train a character CTC head on a finished model's frozen encoder frames, for joint CTC / LLM decoding: the
@@ -502,8 +506,8 @@ def ctc_head(
     asr = _load_model(model)
     try:
         history = train_ctc_head(
-            asr, rows, dev_rows, epochs=epochs, learning_rate=learning_rate, hidden_dim=hidden_dim, seed=seed,
-            log=typer.echo,
+            asr, rows, dev_rows, epochs=epochs, learning_rate=learning_rate, hidden_dim=hidden_dim, layers=layers,
+            silence_share=silence_share, seed=seed, log=typer.echo,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None

@@ -65,6 +65,7 @@ class ASRConfig(PreTrainedConfig):
     # Character CTC head on the encoder frames for joint CTC / LLM decoding (tiny_audio/ctc.py): its hidden width,
     # 0 for none. Trained after the rest (`tiny-audio ctc-head`); generation_defaults["ctc_head_weight"] turns it on.
     ctc_head_dim: int = 0
+    ctc_head_layers: int = 0  # Transformer layers after its convolutions (0: convolutions only)
 
     # Prompt: the audio placeholder in user_prompt is expanded to one token per projected frame.
     system_prompt: str = ""

@@ -31,21 +31,47 @@ def spell(text: str) -> list[int]:
 
 class CTCHead(nn.Module):
     """Encoder frames (B, T, C at 50 per second) -> character log-probabilities at 25 per second: LayerNorm, two
-    1-D convolutions (the first of stride 2) with GELU, a linear layer. About 1.2M parameters for whisper-base."""
+    1-D convolutions (the first of stride 2) with GELU, optionally `layers` pre-norm Transformer layers (for context
+    beyond the convolutions' few frames), a linear layer. About 1.2M parameters for whisper-base without layers,
+    1.2M more per layer at width 384."""
 
-    def __init__(self, encoder_dim: int, hidden_dim: int = 384, dropout: float = 0.2):
+    def __init__(self, encoder_dim: int, hidden_dim: int = 384, dropout: float = 0.2, layers: int = 0):
         super().__init__()
         self.norm = nn.LayerNorm(encoder_dim)
         self.drop = nn.Dropout(dropout)
         self.conv1 = nn.Conv1d(encoder_dim, hidden_dim, kernel_size=4, stride=2, padding=1)
         self.conv2 = nn.Conv1d(hidden_dim, hidden_dim, kernel_size=3, padding=1)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                hidden_dim,
+                max(1, hidden_dim // 64),
+                2 * hidden_dim,
+                dropout=0.1,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )  # fmt: skip
+            for _ in range(layers)
+        )
         self.out = nn.Linear(hidden_dim, len(CHARS) + 1)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.norm(frames.to(self.norm.weight.dtype))).transpose(1, 2)
-        x = nn.functional.gelu(self.conv1(x))
-        x = nn.functional.gelu(self.conv2(self.drop(x)))
-        return self.out(self.drop(x.transpose(1, 2))).float().log_softmax(-1)
+    def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """B, T', V log-probabilities; `lengths` (frames per clip) keeps the layers from attending to padding."""
+
+        def unpadded(x: torch.Tensor, n: torch.Tensor | None) -> torch.Tensor:
+            # Zero past each clip's end before a convolution, as it pads a clip alone: a clip then scores the same
+            # alone or in a batch.
+            return x if n is None else x * (torch.arange(x.shape[1], device=x.device)[None] < n[:, None])[..., None]
+
+        n = None if lengths is None else self.output_length(lengths)
+        x = unpadded(self.norm(frames.to(self.norm.weight.dtype)), lengths)
+        x = nn.functional.gelu(self.conv1(self.drop(x).transpose(1, 2))).transpose(1, 2)
+        x = nn.functional.gelu(self.conv2(self.drop(unpadded(x, n)).transpose(1, 2))).transpose(1, 2)
+        if len(self.layers):
+            padding = None if n is None else torch.arange(x.shape[1], device=x.device)[None] >= n[:, None]
+            for layer in self.layers:
+                x = layer(x, src_key_padding_mask=padding)
+        return self.out(self.drop(x)).float().log_softmax(-1)
 
     @staticmethod
     def output_length(frames: int | torch.Tensor) -> int | torch.Tensor:
@@ -54,9 +80,7 @@ class CTCHead(nn.Module):
     def padded_log_probs(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """B, T', V log-probabilities where each clip's frames past its end make the blank certain, so a clip
         scores the same alone or in a batch."""
-        # Frames past a clip's end are zeroed first, as the head saw clips alone in training (cached, trimmed).
-        frame_valid = torch.arange(frames.shape[1], device=frames.device)[None] < lengths[:, None]
-        log_probs = self(frames * frame_valid[..., None].to(frames.dtype))
+        log_probs = self(frames, lengths)
         valid = torch.arange(log_probs.shape[1], device=log_probs.device)[None] < self.output_length(lengths)[:, None]
         pad = torch.full_like(log_probs[0, 0], -math.inf)
         pad[0] = 0.0
@@ -65,7 +89,7 @@ class CTCHead(nn.Module):
     def loss(self, frames: torch.Tensor, lengths: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
         """Summed CTC loss of a batch (a clip whose text cannot fit its frames adds nothing)."""
         return nn.functional.ctc_loss(
-            self(frames).transpose(0, 1),
+            self(frames, lengths).transpose(0, 1),
             torch.tensor([c for t in targets for c in t], dtype=torch.long),
             self.output_length(lengths).cpu(),
             torch.tensor([len(t) for t in targets]),

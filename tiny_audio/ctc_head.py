@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .augment import make_silence_clips
+from .backbones import cache_dir
 from .ctc import CHARS, CTCHead, spell
 from .features import FeatureCache
 
@@ -26,7 +28,9 @@ def _clips(cache: FeatureCache, rows: list[dict[str, Any]]) -> list[tuple[np.nda
     for row in rows:
         got = cache.get(row["audio"])
         target = spell(row["text"])
-        if got is not None and target:  # an unreadable clip or a text with no letters teaches nothing
+        # An unreadable clip teaches nothing, nor a text with no letters ("1455": the head has no digits); an empty
+        # text (a silence or noise clip) teaches the blank.
+        if got is not None and (target or not row["text"].strip()):
             clips.append((got[0], target))
     return clips
 
@@ -70,24 +74,33 @@ def train_ctc_head(
     epochs: int = 12,
     learning_rate: float = 2e-3,
     hidden_dim: int = 384,
+    layers: int = 0,
+    silence_share: float = 0.05,
     max_frames: int = 12000,
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, float]]:
     """Give `model` a new CTC head (config.ctc_head_dim = hidden_dim) trained on rows {audio, text}; returns the
-    per-epoch log (training and dev loss per character, dev character-level greedy WER of the head alone)."""
+    per-epoch log (training and dev loss per character, dev character-level greedy WER of the head alone).
+
+    `silence_share` adds clips of silence and quiet noise with an empty text, as a share of the training rows: a
+    head that never heard them spells letters in noise ("sais i iss gn uu"), and joint decoding then writes words
+    into a silent clip."""
     from jiwer import wer
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     cache = FeatureCache(model)
+    if silence_share > 0:
+        count = round(silence_share * len(train_rows))
+        train_rows = [*train_rows, *make_silence_clips(cache_dir() / "silence", count, seed=seed)]
     train = _clips(cache, train_rows)
     dev = _clips(cache, dev_rows or [])
     if not train:
         raise ValueError("no training clip could be read with a transcript that has letters")
     log(f"CTC head: {len(train)} training clips, {len(dev)} dev clips")
-    model.config.ctc_head_dim = hidden_dim
-    head = CTCHead(model.config.audio_config.hidden_size, hidden_dim)
+    model.config.ctc_head_dim, model.config.ctc_head_layers = hidden_dim, layers
+    head = CTCHead(model.config.audio_config.hidden_size, hidden_dim, layers=layers)
     steps = epochs * sum(1 for _ in _batches(train, max_frames))
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps, pct_start=0.1)
@@ -104,7 +117,7 @@ def train_ctc_head(
                     at = rng.randint(0, max(0, n - width))
                     row[at : at + width] = 0
             loss = head.loss(frames, lengths, targets)
-            count = sum(len(t) for t in targets)
+            count = max(1, sum(len(t) for t in targets))  # a batch of silence clips has no characters
             optimizer.zero_grad()
             (loss / count).backward()
             nn.utils.clip_grad_norm_(head.parameters(), 5.0)

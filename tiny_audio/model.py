@@ -153,7 +153,11 @@ class ASRModel(PreTrainedModel):
             config.decoder_lora_target_modules,
             task_type="CAUSAL_LM",
         )
-        self.ctc_head = CTCHead(config.audio_config.hidden_size, config.ctc_head_dim) if config.ctc_head_dim else None
+        self.ctc_head = (
+            CTCHead(config.audio_config.hidden_size, config.ctc_head_dim, layers=config.ctc_head_layers)
+            if config.ctc_head_dim
+            else None
+        )
         self._processor: ASRProcessor | None = None
         self._spellings: tuple[Any, list[list[int]]] | None = None  # (tokenizer, its tokens spelled for the head)
         # Training only (set by the trainer, never saved): weight of the CTC alignment loss on the projected frames

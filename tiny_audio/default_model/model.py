@@ -153,7 +153,11 @@ class ASRModel(PreTrainedModel):
             config.decoder_lora_target_modules,
             task_type="CAUSAL_LM",
         )
-        self.ctc_head = CTCHead(config.audio_config.hidden_size, config.ctc_head_dim) if config.ctc_head_dim else None
+        self.ctc_head = (
+            CTCHead(config.audio_config.hidden_size, config.ctc_head_dim, layers=config.ctc_head_layers)
+            if config.ctc_head_dim
+            else None
+        )
         self._processor: ASRProcessor | None = None
         self._spellings: tuple[Any, list[list[int]]] | None = None  # (tokenizer, its tokens spelled for the head)
         # Training only (set by the trainer, never saved): weight of the CTC alignment loss on the projected frames
@@ -456,9 +460,10 @@ class ASRModel(PreTrainedModel):
 
     # ------------------------------------------------------------------------------------------ reporting
     def parameter_report(self) -> dict[str, dict[str, int]]:
-        """Parameter counts per component: total, trainable, and LoRA."""
+        """Parameter counts per component: total, trainable, and LoRA; the CTC head too where there is one (it is
+        trained, on its own, by `tiny-audio ctc-head`)."""
         report = {}
-        for name in COMPONENTS:
+        for name in (*COMPONENTS, "ctc_head") if self.ctc_head is not None else COMPONENTS:
             params = dict(getattr(self, name).named_parameters())
             report[name] = {
                 "total": sum(p.numel() for p in params.values()),

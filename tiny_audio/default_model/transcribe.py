@@ -172,7 +172,8 @@ def cut_repetition(text: str, min_repeats: int = 4, max_period: int = 12) -> str
     """Cut a run-on loop: where a phrase of 2 to `max_period` words repeats `min_repeats` or more times in a row
     (a single word: one more time), keep one copy. Speech repeats a little ("no no no"); decoders that lose their
     place repeat until the token limit ("i went home i went home i went home i went home" -> "i went home").
-    Hyphens separate words here too ("ha-h-h-h-h-h" is a loop), and a run of one punctuation mark (not dots: "...") is one mark."""
+    Hyphens separate words here too ("ha-h-h-h-h-h" is a loop), and a run of one punctuation mark (not dots:
+    "...") is one mark."""
     text = re.sub(r"([,;:!?-])\1{3,}", r"\1", text)
     parts = re.split(r"(\s*-\s*|\s+)", text.strip())
     words, separators = parts[0::2], parts[1::2]
