@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from tiny_audio.data import shared_data_dir
+
+
+def wer_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures a decoding sweep compares from a `run_evaluation` result: WER (%) overall and by source, its
+    parts, and RTFx."""
+    return {
+        "wer": round(100 * result["wer"], 2),
+        "by_source": {source: round(100 * r["wer"], 2) for source, r in sorted(result["by_source"].items())},
+        "substitutions": result["substitutions"],
+        "deletions": result["deletions"],
+        "insertions": result["insertions"],
+        "rtfx": round(result["rtfx"], 2),
+    }
 
 
 def shared_data(given: Path | None, part: str = "dev") -> Path:

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from _shared import shared_data
+from _shared import shared_data, wer_summary
 
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import run_evaluation
@@ -51,14 +51,7 @@ def main() -> None:
             result = run_evaluation(
                 recognizer, rows, args.output_dir / key, batch_size=args.batch_size, data_name=str(folder / "dev")
             )
-            report["runs"][key] = {
-                "wer": round(100 * result["wer"], 2),
-                "by_source": {s: round(100 * r["wer"], 2) for s, r in sorted(result["by_source"].items())},
-                "substitutions": result["substitutions"],
-                "deletions": result["deletions"],
-                "insertions": result["insertions"],
-                "rtfx": round(result["rtfx"], 2),
-            }
+            report["runs"][key] = wer_summary(result)
             print(f"{key}: {report['runs'][key]}", flush=True)
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(json.dumps(report, indent=2) + "\n")

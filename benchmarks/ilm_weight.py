@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _shared import shared_data
+from _shared import shared_data, wer_summary
 
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import run_evaluation
@@ -42,15 +42,7 @@ def main() -> None:
         recognizer.name += f" (ilm {weight:g})"
         out = args.output_dir / f"ilm-{weight:g}-beams{args.num_beams}"
         result = run_evaluation(recognizer, rows, out, batch_size=args.batch_size, data_name=str(folder / "dev"))
-        by_source = {source: round(100 * r["wer"], 2) for source, r in sorted(result["by_source"].items())}
-        report["weights"][f"{weight:g}"] = {
-            "wer": round(100 * result["wer"], 2),
-            "by_source": by_source,
-            "substitutions": result["substitutions"],
-            "deletions": result["deletions"],
-            "insertions": result["insertions"],
-            "rtfx": round(result["rtfx"], 2),
-        }
+        report["weights"][f"{weight:g}"] = wer_summary(result)
         print(f"ilm_weight={weight:g}: {report['weights'][f'{weight:g}']}", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
