@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 from tiny_audio.data import shared_data_dir
+
+
+def add_sweep_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """The options every dev-set decoding sweep takes: where the data is, the batch size, and where its runs
+    (runs/NAME) and its JSON (benchmarks/results/NAME.json, with - as _) go."""
+    parser.add_argument("--data", type=Path, help="The shared data folder (default ../shared/data)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--output-dir", type=Path, default=Path("runs") / name)
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results") / f"{name.replace('-', '_')}.json")
 
 
 def wer_summary(result: dict[str, Any]) -> dict[str, Any]:

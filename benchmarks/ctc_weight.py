@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from _shared import shared_data, wer_summary
+from _shared import add_sweep_options, shared_data, wer_summary
 
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import run_evaluation
@@ -28,10 +27,7 @@ def main() -> None:
     parser.add_argument("--weight", type=float, action="append", help="ctc_head_weight; repeatable (default 0.3)")
     parser.add_argument("--num-beams", type=int, action="append", help="beam size; repeatable (default 4)")
     parser.add_argument("--every", type=int, default=1, help="Every K-th dev clip (default all)")
-    parser.add_argument("--data", type=Path, help="The shared data folder (default ../shared/data)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/ctc-weight"))
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/ctc_weight.json"))
+    add_sweep_options(parser, "ctc-weight")
     args = parser.parse_args()
     folder = shared_data(args.data)
     rows, _ = load_rows(folder / "dev")

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from _shared import shared_data, wer_summary
+from _shared import add_sweep_options, shared_data, wer_summary
 
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import run_evaluation
@@ -27,10 +26,7 @@ def main() -> None:
     parser.add_argument("--weight", type=float, action="append", help="ilm_weight to try; repeatable (default 0, 0.2)")
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--clips", type=int, help="Only the first N dev clips")
-    parser.add_argument("--data", type=Path, help="The shared data folder (default ../shared/data)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/ilm-weight"))
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/ilm_weight.json"))
+    add_sweep_options(parser, "ilm-weight")
     args = parser.parse_args()
     folder = shared_data(args.data)
     rows, _ = load_rows(folder / "dev")
