@@ -220,9 +220,8 @@ class CTCPrefixScorer(LogitsProcessor):
         """n, C: the prefix log-probability of each prefix (forward variables r_n, r_b: n, T) extended by each
         character, all at once: psi(h + c) = sum over t of phi(t-1) x_c(t) needs no recursion."""
         x = self.x[torch.tensor(items)]  # n, T, V
-        phi = torch.logaddexp(r_n, r_b)[:, :-1, None].expand(-1, -1, len(CHARS)).clone()
         repeat = torch.tensor(last)[:, None] - 1 == torch.arange(len(CHARS))[None]  # entering c == last needs a blank
-        phi[repeat[:, None].expand_as(phi)] = r_b[:, :-1, None].expand_as(phi)[repeat[:, None].expand_as(phi)]
+        phi = torch.where(repeat[:, None], r_b[:, :-1, None], torch.logaddexp(r_n, r_b)[:, :-1, None])  # n, T-1, C
         psi = torch.logsumexp(phi + x[:, 1:, 1:], 1)
         start = torch.where(torch.tensor(empty)[:, None], x[:, 0, 1:], torch.full_like(psi, -math.inf))
         return torch.logaddexp(psi, start)
