@@ -15,7 +15,7 @@ import torch
 
 from tiny_audio import ASRModel
 from tiny_audio.config import ASRConfig
-from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, _Prefix, spell, token_spellings
+from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, _Prefix, ends_in_loop, spell, token_spellings
 from tiny_audio.ctc_head import train_ctc_head
 from tiny_audio.model import count_parameters
 from tiny_audio.peers import load_recognizer
@@ -112,6 +112,47 @@ def test_joint_decoding_takes_the_token_the_audio_spells_and_ends_where_it_ends(
     # Tokens outside the top_k are dropped.
     narrow = CTCPrefixScorer(x, spellings, eos_token_id=3, weight=1.0, top_k=1)
     assert torch.isinf(narrow(torch.zeros((1, 0), dtype=torch.long), llm.clone())[0, 0])
+
+
+def test_where_the_head_reads_a_letter_straight_on_the_spaced_token_is_offered_too():
+    # Frames that say "ab" then "ba" with no space between (the head hears word gaps faintly).
+    x = torch.full((1, 8, V), -20.0)
+    for t, s in enumerate([A, 0, B, 0, B, A, 0, 0]):
+        x[0, t, s] = 0.0
+    x = x.log_softmax(-1)
+    # token 0 " ab", 1 " ba", 2 "ba", 3-6 filler the LLM likes best, 7 the end
+    fill = spell("zz")
+    spellings = [[SPACE, A, B], [SPACE, B, A], [B, A], *[[SPACE, *fill]] * 4, []]
+    scorer = CTCPrefixScorer(x, spellings, eos_token_id=7, weight=1.0, top_k=2)  # top 2 by LLM, 1 guided
+    scorer(torch.zeros((1, 0), dtype=torch.long), torch.tensor([[-0.1, -9.0, -9.0, -8.0, -8.0, -8.0, -8.0, -9.0]]))
+    # After " ab": the LLM's best "b" token is the one with a space, and it is scored, not only the unspaced one.
+    out = scorer(torch.tensor([[0]]), torch.tensor([[-9.0, -2.0, -5.0, -0.1, -0.2, -0.3, -0.4, -6.0]]))
+    assert torch.isfinite(out[0, 1]) and torch.isinf(out[0, 2])
+    assert out[0, 1] > out[0, 3]  # and the audio then picks it over the LLM's filler
+
+
+def test_the_token_that_would_make_a_loop_is_refused():
+    from tiny_audio.transcribe import cut_repetition
+
+    # The loops cut_repetition cuts, and only those (ends_in_loop sees the words as the head spells them).
+    for text in ("by n n n n n", "i went home i went home i went home i went home", "no no no no", "a b a b a b"):
+        words = tuple(text.split())
+        assert ends_in_loop(words) == (cut_repetition(text) != text), text
+    # Frames that say "ab" then nothing: a run of " a" tokens would each find little to pay for at weight 0.1.
+    x = torch.full((1, 12, V), -3.0)
+    for t, s in enumerate([A, 0, B, 0] + [0] * 8):
+        x[0, t, s] = 0.0
+    x = x.log_softmax(-1)
+    spellings = [[SPACE, A], [SPACE, B], []]  # token 0 " a", 1 " b", 2 the end
+    scorer = CTCPrefixScorer(x, spellings, eos_token_id=2, weight=0.1, top_k=3)
+    llm = torch.tensor([[-0.1, -3.0, -9.0]])  # an LLM caught in a loop: " a" again and again
+    tokens: list[int] = []
+    for _ in range(8):
+        out = scorer(torch.tensor([tokens], dtype=torch.long), llm.clone())
+        tokens.append(int(out.argmax()))
+        if tokens[-1] == 2:
+            break
+    assert tokens[:4] == [0, 0, 0, 0] and tokens[4] != 0  # the fifth " a" is refused
 
 
 def rows_for(tmp_path, n=6):

@@ -124,16 +124,45 @@ def _log_linear_recurrence(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Te
     return cum + torch.logcumsumexp(log_b - cum, -1)
 
 
+def _words_after(words: tuple[str, ...], added: list[int]) -> tuple[str, ...]:
+    """The words of a text (the last one perhaps unfinished) after characters are added to it."""
+    out = list(words)
+    for ch in added:
+        if ch == SPACE:
+            out.append("")
+        elif out:
+            out[-1] += CHARS[ch - 1]
+        else:
+            out.append(CHARS[ch - 1])
+    return tuple(out)
+
+
+def ends_in_loop(words: tuple[str, ...], min_repeats: int = 4, max_period: int = 12) -> bool:
+    """Whether the words end with a phrase of up to `max_period` words said `min_repeats` times in a row (a single
+    word: one more time): the loops `tiny_audio.transcribe.cut_repetition` cuts, with its defaults."""
+    n = len(words)
+    for period in range(1, max_period + 1):
+        repeats = min_repeats + (period == 1)
+        if period * repeats > n:
+            break
+        unit = words[n - period :]
+        if all(words[n - (k + 1) * period : n - k * period] == unit for k in range(1, repeats)):
+            return True
+    return False
+
+
 class _Prefix:
     """CTC forward variables of one text prefix: r_n / r_b (T,) log-probabilities that the prefix has been emitted
     by frame t ending in its last character / in a blank; psi, the prefix log-probability; a space held back until
-    a letter follows (so a text ending in punctuation ends cleanly); bare, whether its last token added no letter."""
+    a letter follows (so a text ending in punctuation ends cleanly); bare, whether its last token added no letter;
+    its words so far, as the head spells them."""
 
-    __slots__ = ("bare", "last", "pending", "psi", "r_b", "r_n", "started")
+    __slots__ = ("bare", "last", "pending", "psi", "r_b", "r_n", "started", "words")
 
-    def __init__(self, r_n, r_b, last: int, psi: float, pending: bool, started: bool, bare: bool = False):
+    def __init__(self, r_n, r_b, last: int, psi: float, pending: bool, started: bool, bare: bool = False,
+                 words: tuple[str, ...] = ()):  # fmt: skip
         self.r_n, self.r_b, self.last, self.psi, self.pending, self.started = r_n, r_b, last, psi, pending, started
-        self.bare = bare
+        self.bare, self.words = bare, words
 
     def committed(self, spelling: list[int]) -> tuple[list[int], bool]:
         """The characters a token adds to this prefix, and whether a space is then held back."""
@@ -227,8 +256,9 @@ class CTCPrefixScorer(LogitsProcessor):
         return torch.logaddexp(psi, start)
 
     def guided(self, rows: list[int], prefixes: list[_Prefix], scores: torch.Tensor) -> dict[int, list[int]]:
-        """For each row, the LLM's best `top_k // 2` tokens that begin with the head's most likely next character:
-        a letter, or a space and then the head's most likely letter after it."""
+        """For each row, the LLM's best `top_k // 2` tokens that begin with the head's most likely next character
+        (with or without a space before it), or, where that is a space, with a space and the head's most likely
+        letter after it."""
         items = [row // self.beams for row in rows]
         psi = self.next_char_scores(
             items,
@@ -255,8 +285,11 @@ class CTCPrefixScorer(LogitsProcessor):
         out = {}
         for i, row in enumerate(rows):
             mask = self.first_letter == letter[i]
-            if prefixes[i].started and not prefixes[i].pending:
-                mask &= self.space_first if i in spaced else ~self.space_first
+            # Where the head reads a space, the tokens that begin with one. Where it reads a letter straight on,
+            # tokens with and without a space before it: the head hears word gaps only faintly, and offered only
+            # the unspaced ones the beam ran words together ("it wasdisposed"); the LLM knows where words end.
+            if i in spaced and prefixes[i].started and not prefixes[i].pending:
+                mask &= self.space_first
             mask = mask[: scores.shape[-1]]  # a tokenizer may count more tokens than the LLM's output has
             masked = scores[row, : len(mask)].float().masked_fill(~mask, -math.inf)
             top = masked.topk(min(self.top_k // 2, len(mask)))
@@ -287,17 +320,23 @@ class CTCPrefixScorer(LogitsProcessor):
                     # A token with no letter leaves the CTC score as it is, so a run of them would cost nothing:
                     # punctuation loops (",,,,") were the result. One at a time.
                     continue
+                words = _words_after(prefix.words, added) if added else prefix.words
+                if added and ends_in_loop(words):
+                    # Each copy of a short unit can find its letters somewhere later in the audio at a small cost,
+                    # so the head alone does not stop a loop ("by-n-n-n-n..." for "buy new china", which then
+                    # lost the rest of the clip when cut afterwards): the token that would make it one is refused.
+                    continue
                 items.append(b)
                 prefixes.append(prefix)
                 additions.append(added)
-                meta.append((row, token, b, tokens, pending, prefix.started or bool(added), not added))
+                meta.append((row, token, b, tokens, pending, prefix.started or bool(added), not added, words))
         scored = {}
         if prefixes:
-            for (row, token, b, tokens, pending, started, bare), (r_n, r_b, last, psi), prefix in zip(
+            for (row, token, b, tokens, pending, started, bare, words), (r_n, r_b, last, psi), prefix in zip(
                 meta, self.extend(items, prefixes, additions), prefixes, strict=True
             ):
                 out[row, token] = scores[row, token] + self.weight * (psi - prefix.psi)
-                scored[(b, (*tokens, token))] = _Prefix(r_n, r_b, last, psi, pending, started, bare)
+                scored[(b, (*tokens, token))] = _Prefix(r_n, r_b, last, psi, pending, started, bare, words)
         self.prefixes = scored
         # A row left with no choice (its top tokens all dropped, or the audio spells none of them) ends.
         stuck = ~torch.isfinite(out).any(-1)
