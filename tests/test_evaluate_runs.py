@@ -302,3 +302,22 @@ def test_eval_refuses_to_resume_another_weights_log(make_model, tmp_path):
     run_evaluation(load_recognizer(str(tmp_path / "m2")), rows, tmp_path / "out2", progress=False)
     again = run_evaluation(load_recognizer(str(tmp_path / "m2")), rows, tmp_path / "out2", progress=False)
     assert again["utterances"] == 2 and len((tmp_path / "out2" / "utterances.jsonl").read_text().splitlines()) == 2
+
+
+def test_eval_loops_logs_the_windows_that_cut_repetition_shortens(tmp_path, monkeypatch):
+    # scripts/eval_loops.py says "no log file means no loop": it must see the cut transcription really makes.
+    import importlib.util
+    from pathlib import Path
+
+    import tiny_audio.transcribe as transcribe
+
+    spec = importlib.util.spec_from_file_location("eval_loops", Path(__file__).parent.parent / "scripts/eval_loops.py")
+    eval_loops = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_loops)
+    log = tmp_path / "loops.jsonl"
+    monkeypatch.setattr(transcribe, "cut_repetition", eval_loops._logged(log))
+    out = transcribe.transcribe_windows(lambda batch: ["by-n-n-n-n-n-n now"] * len(batch), [tone(1.0, 300)], 16000)
+    assert out[0].text == "by-n now"
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [
+        {"raw": "by-n-n-n-n-n-n now", "cut": "by-n now"}
+    ]
