@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from _shared import add_sweep_options, shared_data, wer_summary
 
+from tiny_audio.ctc import Lexicon
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import run_evaluation
 from tiny_audio.peers import TinyAudioRecognizer
@@ -27,6 +29,13 @@ def main() -> None:
     parser.add_argument("--weight", type=float, action="append", help="ctc_head_weight; repeatable (default 0.3)")
     parser.add_argument("--num-beams", type=int, action="append", help="beam size; repeatable (default 4)")
     parser.add_argument("--every", type=int, default=1, help="Every K-th dev clip (default all)")
+    parser.add_argument(
+        "--no-word-gaps", action="store_true", help="ctc_word_gaps=False: the head checks letters, the LLM spaces"
+    )
+    parser.add_argument(
+        "--lexicon-penalty", type=float, action="append", help="ctc_lexicon_penalty; repeatable (default: the model's)"
+    )
+    parser.add_argument("--lexicon", type=Path, help="A word list to use instead of the model's lexicon.txt")
     add_sweep_options(parser, "ctc-weight")
     args = parser.parse_args()
     folder = shared_data(args.data)
@@ -40,17 +49,24 @@ def main() -> None:
             report["runs"] = earlier["runs"]
     for beams in args.num_beams or [4]:
         for weight in args.weight or [0.3]:
-            recognizer = TinyAudioRecognizer(args.model, num_beams=beams, ctc_head_weight=weight)
-            if weight and not recognizer.ctc_head_weight:
-                sys.exit(f"{args.model} has no CTC head to weigh (train one with `tiny-audio ctc-head`)")
-            key = f"ctc-{weight:g}-beams{beams}"
-            result = run_evaluation(
-                recognizer, rows, args.output_dir / key, batch_size=args.batch_size, data_name=str(folder / "dev")
-            )
-            report["runs"][key] = wer_summary(result)
-            print(f"{key}: {report['runs'][key]}", flush=True)
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(json.dumps(report, indent=2) + "\n")
+            for penalty in args.lexicon_penalty or [None]:
+                options = {"ctc_word_gaps": False} if args.no_word_gaps else {}
+                if penalty is not None:
+                    options["ctc_lexicon_penalty"] = penalty
+                recognizer = TinyAudioRecognizer(args.model, num_beams=beams, ctc_head_weight=weight, **options)
+                if weight and not recognizer.ctc_head_weight:
+                    sys.exit(f"{args.model} has no CTC head to weigh (train one with `tiny-audio ctc-head`)")
+                if args.lexicon:
+                    recognizer.model.lexicon = Lexicon.load(args.lexicon)
+                key = f"ctc-{weight:g}-beams{beams}" + ("-nogaps" if args.no_word_gaps else "")
+                key += "" if penalty is None else f"-lex{penalty:g}"
+                result = run_evaluation(
+                    recognizer, rows, args.output_dir / key, batch_size=args.batch_size, data_name=str(folder / "dev")
+                )
+                report["runs"][key] = wer_summary(result)
+                print(f"{key}: {report['runs'][key]}", flush=True)
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                args.output.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

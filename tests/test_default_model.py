@@ -69,6 +69,9 @@ def test_shipped_files_are_small_and_match_the_recipe():
     if config.get("ctc_head_dim"):  # trained after the stages by `tiny-audio ctc-head`: its log ships beside it
         log = json.loads((folder / "training" / "ctc_head_log.json").read_text())
         assert log[-1]["train_loss"] < log[0]["train_loss"]
+    if config["generation_defaults"].get("ctc_lexicon_penalty"):  # the word list ships with its licence
+        assert len((folder / "lexicon.txt").read_text().split()) > 50_000
+        assert "Permission to use" in (folder / "lexicon_notice.txt").read_text()
     # The code copies in the folder (used by trust_remote_code) are today's code, not a stale snapshot.
     for copy in folder.glob("*.py"):
         source = DEFAULT_MODEL_DIR.parent / copy.name

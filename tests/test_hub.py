@@ -233,3 +233,25 @@ def test_card_tells_greedy_from_beam_results_and_indexes_the_default_decoding(ma
     assert "beam search of width 4 by default" in card
     alone = model_card(tmp_path / "m", results=[greedy])
     assert "| this model | dev | 20.00 |" in alone
+
+
+def test_card_indexes_the_lexicon_decoding_when_the_model_ships_a_lexicon(make_model, tmp_path):
+    from tiny_audio.ctc import CTCHead, Lexicon
+    from tiny_audio.hub import model_card
+
+    model = make_model()
+    model.config.ctc_head_dim = 16
+    model.ctc_head = CTCHead(model.config.audio_config.hidden_size, 16)
+    model.config.generation_defaults.update(num_beams=4, ctc_head_weight=0.2, ctc_lexicon_penalty=5.0)
+    model.lexicon = Lexicon(["one", "two", "three"], notice="three words, public domain")
+    model.save_pretrained(tmp_path / "m")
+    plain = {"model": "m", "system": "tiny-audio", "data": "dev", "wer": 0.11, "rtfx": 4.0, "num_beams": 4,
+             "ctc_head_weight": 0.2}  # fmt: skip
+    lexical = {**plain, "wer": 0.10, "ctc_lexicon_penalty": 5.0}
+    gapless = {**lexical, "wer": 0.09, "ctc_word_gaps": False}
+    card = model_card(tmp_path / "m", results=[lexical, plain, gapless])
+    assert "| this model, beams 4, CTC 0.2, lexicon 5 | dev | 10.00 |" in card
+    assert "| this model, beams 4, CTC 0.2 without word gaps, lexicon 5 | dev | 9.00 |" in card
+    assert "| this model, beams 4, CTC 0.2 | dev | 11.00 |" in card
+    assert [r["metrics"][0]["value"] for r in card_metadata(card)["model-index"][0]["results"]] == [10.0]
+    assert "lexicon (`lexicon.txt`, 3 words) costs 5" in card and "lexicon_notice.txt" in card

@@ -145,6 +145,10 @@ def transcribe(
         float | None,
         typer.Option(min=0.0, help="Joint decoding with the model's CTC head (0: off; default: the model's own)."),
     ] = None,
+    lexicon_penalty: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Joint decoding's cost per word outside the model's lexicon (0: off)."),
+    ] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Most tokens per clip or window.")] = None,
     do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy/beam search.")] = False,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature.")] = None,
@@ -205,6 +209,7 @@ def transcribe(
     options = {
         "num_beams": num_beams,
         "ctc_head_weight": ctc_head_weight,
+        "ctc_lexicon_penalty": lexicon_penalty,
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
     }
@@ -341,6 +346,10 @@ def eval_(
             min=0.0, help="Joint decoding weight for Tiny Audio models with a CTC head (default: the model's)."
         ),
     ] = None,
+    lexicon_penalty: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Joint decoding's cost per word outside the model's lexicon."),
+    ] = None,
 ) -> None:
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
@@ -357,7 +366,9 @@ def eval_(
     results = []
     for spec in model:
         try:
-            recognizer = load_recognizer(spec, num_beams=num_beams, ctc_head_weight=ctc_head_weight)
+            recognizer = load_recognizer(
+                spec, num_beams=num_beams, ctc_head_weight=ctc_head_weight, lexicon_penalty=lexicon_penalty
+            )
         except ImportError as err:
             raise UserError(
                 f"cannot load model {spec!r}: {err.name} is not installed (pip install 'tiny-audio[peers]')"
@@ -371,6 +382,8 @@ def eval_(
         beams = f"-beams{width}" if width > 1 else ""
         if isinstance(recognizer, TinyAudioRecognizer) and recognizer.ctc_head_weight:
             beams += f"-ctc{recognizer.ctc_head_weight:g}"
+            beams += "" if recognizer.word_gaps else "-nogaps"
+            beams += f"-lex{recognizer.lexicon_penalty:g}" if recognizer.lexicon_penalty else ""
         folder = output_dir / _slug(data) / (_slug(spec) + beams)
         try:
             results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))
@@ -490,19 +503,33 @@ def ctc_head(
         float, typer.Option(min=0.0, help="Silence and noise clips with an empty text, as a share of the data.")
     ] = 0.05,
     seed: Annotated[int, typer.Option()] = 0,
+    lexicon: Annotated[
+        Path | None,
+        typer.Option(help="A word list (one per line, e.g. /usr/share/dict/words) saved as the model's lexicon."),
+    ] = None,
+    lexicon_penalty: Annotated[
+        float, typer.Option(min=0.0, help="generation_defaults ctc_lexicon_penalty saved with the model.")
+    ] = 0.0,
 ) -> None:
     """Train a character CTC head on a finished model's frozen encoder frames, for joint CTC / LLM decoding: the
-    head checks each token the LLM proposes against the audio (`ctc_head_weight` at transcription time)."""
+    head checks each token the LLM proposes against the audio (`ctc_head_weight` at transcription time). With a
+    `--lexicon`, each word outside it costs `--lexicon-penalty` in joint decoding."""
+    from .ctc import Lexicon
     from .ctc_head import train_ctc_head
     from .data import load_rows
 
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not empty: choose a new folder")
+    if lexicon_penalty and lexicon is None:
+        raise UserError("--lexicon-penalty needs a --lexicon (a word list)")
     try:
         rows = [row for source in data for row in load_rows(source)[0]]
         dev_rows = load_rows(dev)[0] if dev else None
+        words = Lexicon.load(lexicon) if lexicon else None
     except (OSError, ValueError) as err:
         raise UserError(str(err)) from None
+    if words is not None and not len(words):
+        raise UserError(f"{lexicon} has no words of letters and apostrophes, one per line")
     asr = _load_model(model)
     try:
         history = train_ctc_head(
@@ -512,6 +539,9 @@ def ctc_head(
     except ValueError as err:
         raise UserError(str(err)) from None
     asr.config.generation_defaults["ctc_head_weight"] = weight
+    if words is not None:
+        asr.lexicon = words
+        asr.config.generation_defaults["ctc_lexicon_penalty"] = lexicon_penalty
     asr.save_pretrained(out)
     (out / "ctc_head_log.json").write_text(json.dumps(history, indent=1) + "\n")
     typer.echo(f"saved {out} (ctc_head_weight={weight}; the per-epoch log in {out / 'ctc_head_log.json'})")

@@ -21,6 +21,10 @@ DEFAULT_GENERATION = {
     "repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0,
     "ctc_head_weight": 0.0,  # joint decoding with the CTC head (when the model has one); 0: the LLM alone
+    # Whether the CTC head's spaces count in joint decoding; False: it checks the letters, the LLM places the spaces.
+    "ctc_word_gaps": True,
+    # Joint decoding's cost for each word that leaves the model's lexicon (lexicon.txt), if it has one; 0: none.
+    "ctc_lexicon_penalty": 0.0,
 }
 
 

@@ -11,8 +11,12 @@ The LLM's tokens are spelled out in the head's characters (letters and apostroph
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -101,14 +105,18 @@ class CTCHead(nn.Module):
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
-def token_spellings(tokenizer) -> list[list[int]]:
+def token_spellings(tokenizer) -> list[list[int] | None]:
     """Each token id's characters for the head (SPACE for any non-letter), from the token's decoded text. A digit
     is spelled as its name: a token the head cannot check would cost nothing, and joint decoding then favours it
     ("36000000..." for "three quarters"); named digits are right for digits read one by one ("erase z y g n p
     eight two three") and make the LLM write other numbers in words, which the head can check (the WER normalizer
-    reads both forms alike)."""
+    reads both forms alike). None for a token that is one punctuation mark three times or more (",,,,,,,,"; SmolLM2
+    has 115): it costs nothing under the head either, no transcript needs it, and joint decoding never offers it."""
     table = []
     for i in range(len(tokenizer)):
+        if re.fullmatch(r"\s*([^\w\s])\1{2,}\s*", tokenizer.decode([i])):
+            table.append(None)
+            continue
         text = re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", tokenizer.decode([i]).lower())
         text = re.sub(r"[^a-z']", " ", text)
         table.append([SPACE if c == " " else CHARS.index(c) + 1 for c in text])
@@ -151,18 +159,77 @@ def ends_in_loop(words: tuple[str, ...], min_repeats: int = 4, max_period: int =
     return False
 
 
+LEXICON_NAME = "lexicon.txt"
+LEXICON_NOTICE = "lexicon_notice.txt"  # where the word list came from and its licence, kept beside it
+
+
+class Lexicon:
+    """Known words, as the head spells them, for a soft lexicon in joint decoding.
+
+    Most of the head-guided errors left are not words ("hastyly", "eligant", "contraversy"): where the LLM is unsure,
+    the head's letters win even when they spell nothing. Joint decoding with a lexicon charges a penalty once for
+    each word that leaves it: as soon as the letters so far begin no known word, or when a word ends that is only
+    the beginning of one. Names not in the list pay it too, so it is a penalty, not a ban."""
+
+    def __init__(self, words: Iterable[str], notice: str | None = None):
+        # Entries with other characters ("éclair", "o'clock-ish") are left out rather than respelled.
+        spelled = {w for w in (word.strip().lower() for word in words) if re.fullmatch(r"[a-z']+", w)}
+        self.sorted = sorted(spelled)
+        self.known = frozenset(spelled)
+        self.notice = notice
+
+    @classmethod
+    def load(cls, path: str | Path, notice: str | Path | None = None) -> Lexicon:
+        """A word list, one per line; `notice` (a file), or LEXICON_NOTICE beside it, says where it came from."""
+        path = Path(path)
+        notice = Path(notice) if notice else path.with_name(LEXICON_NOTICE)
+        text = notice.read_text(encoding="utf-8") if notice.is_file() else None
+        return cls(path.read_text(encoding="utf-8").splitlines(), notice=text)
+
+    def save(self, folder: str | Path) -> None:
+        """Write LEXICON_NAME (and LEXICON_NOTICE, if known) into a folder."""
+        folder = Path(folder)
+        (folder / LEXICON_NAME).write_text("".join(f"{w}\n" for w in self.sorted), encoding="utf-8")
+        if self.notice:
+            (folder / LEXICON_NOTICE).write_text(self.notice, encoding="utf-8")
+
+    def __len__(self) -> int:
+        return len(self.sorted)
+
+    def begins(self, part: str) -> bool:
+        """Whether some known word begins with `part` (every word begins with ""), quotes aside."""
+        for text in dict.fromkeys((part, part.strip("'"))):
+            i = bisect.bisect_left(self.sorted, text)
+            if i < len(self.sorted) and self.sorted[i].startswith(text):
+                return True
+        return False
+
+    def __contains__(self, word: str) -> bool:
+        # Word lists leave out plural possessives ("felons'") and quoted words: the word inside the quotes counts.
+        return word in self.known or word.strip("'") in self.known or not word.strip("'")
+
+    def unknown(self, words: tuple[str, ...]) -> int:
+        """How many of a text's words have left the lexicon: the finished ones not in it, and the last, unfinished
+        one if no known word begins with it."""
+        return sum(w not in self for w in words[:-1]) + (bool(words) and not self.begins(words[-1]))
+
+    def unknown_at_end(self, words: tuple[str, ...]) -> int:
+        """The same once the text has ended: its last word is finished too."""
+        return sum(w not in self for w in words)
+
+
 class _Prefix:
     """CTC forward variables of one text prefix: r_n / r_b (T,) log-probabilities that the prefix has been emitted
     by frame t ending in its last character / in a blank; psi, the prefix log-probability; a space held back until
     a letter follows (so a text ending in punctuation ends cleanly); bare, whether its last token added no letter;
-    its words so far, as the head spells them."""
+    its words so far, as the head spells them, and how many of them have left the lexicon (see Lexicon.unknown)."""
 
-    __slots__ = ("bare", "last", "pending", "psi", "r_b", "r_n", "started", "words")
+    __slots__ = ("bare", "last", "pending", "psi", "r_b", "r_n", "started", "unknown", "words")
 
     def __init__(self, r_n, r_b, last: int, psi: float, pending: bool, started: bool, bare: bool = False,
-                 words: tuple[str, ...] = ()):  # fmt: skip
+                 words: tuple[str, ...] = (), unknown: int = 0):  # fmt: skip
         self.r_n, self.r_b, self.last, self.psi, self.pending, self.started = r_n, r_b, last, psi, pending, started
-        self.bare, self.words = bare, words
+        self.bare, self.words, self.unknown = bare, words, unknown
 
     def committed(self, spelling: list[int]) -> tuple[list[int], bool]:
         """The characters a token adds to this prefix, and whether a space is then held back."""
@@ -176,6 +243,19 @@ class _Prefix:
         return out, pending
 
 
+class _Candidate(NamedTuple):
+    """A row's candidate token, with what the prefix it makes will hold."""
+
+    row: int
+    token: int
+    tokens: list[int]
+    pending: bool
+    started: bool
+    bare: bool  # the token adds no letter
+    words: tuple[str, ...]
+    unknown: int
+
+
 class CTCPrefixScorer(LogitsProcessor):
     """Joint CTC / LLM decoding as a logits processor, for greedy and beam search over a batch.
 
@@ -185,17 +265,28 @@ class CTCPrefixScorer(LogitsProcessor):
     tokens that begin with the character the head reads next (after a space: the letter after it). Without those,
     an LLM caught in a loop offers only loop tokens ("ha-h-h-h-h...") and the head can but pick the least bad.
     Rows are matched to the prefixes scored at the previous step by their tokens, as beam search reorders rows.
+    With a `lexicon`, each word that leaves it costs `lexicon_penalty` (the LLM's log-probability scale).
     """
 
-    def __init__(self, log_probs: torch.Tensor, spellings: list[list[int]], eos_token_id: int, weight: float,
-                 num_beams: int = 1, top_k: int | None = None):  # fmt: skip
+    def __init__(self, log_probs: torch.Tensor, spellings: list[list[int] | None], eos_token_id: int, weight: float,
+                 num_beams: int = 1, top_k: int | None = None, word_gaps: bool = True,
+                 lexicon: Lexicon | None = None, lexicon_penalty: float = 0.0):  # fmt: skip
         # B, T, V as CTCHead.padded_log_probs gives; float64 for the closed-form recurrence (see extend)
         self.x = log_probs.detach().double().cpu()
+        self.word_gaps = word_gaps
+        self.lexicon = lexicon if lexicon is not None and lexicon_penalty else None
+        self.lexicon_penalty = lexicon_penalty if self.lexicon is not None else 0.0
+        if not word_gaps:
+            # The head hears word gaps only faintly and ran words together against the LLM ("thejealous"): without
+            # them a space is one more way to say nothing (its probability joins the blank's), the head checks the
+            # letters alone, and where words end is the LLM's call.
+            self.x[..., 0] = torch.logaddexp(self.x[..., 0], self.x[..., SPACE])
+            self.x[..., SPACE] = -math.inf
         self.spellings, self.eos, self.weight, self.beams = spellings, eos_token_id, weight, num_beams
         self.top_k = top_k or max(8, 2 * num_beams)
         self.prefixes: dict[tuple, _Prefix] = {}
         # Each token's first letter (0: it has none) and whether a space comes first, for the guided candidates.
-        first = [next((c for c in spelling if c != SPACE), 0) for spelling in spellings]
+        first = [next((c for c in spelling or [] if c != SPACE), 0) for spelling in spellings]
         self.first_letter = torch.tensor(first)
         self.space_first = torch.tensor([bool(sp) and sp[0] == SPACE for sp in spellings])
 
@@ -210,6 +301,8 @@ class CTCPrefixScorer(LogitsProcessor):
     def extend(self, items: list[int], prefixes: list[_Prefix], additions: list[list[int]]) -> list[tuple]:
         """(r_n, r_b, last, psi) of each prefix extended by its characters (the CTC prefix recursion, Graves 2012 /
         Watanabe et al. 2017): vectorised over the prefixes and the frames, sequential over the characters."""
+        if not self.word_gaps:
+            additions = [[c for c in a if c != SPACE] for a in additions]
         r_n = torch.stack([p.r_n for p in prefixes])
         r_b = torch.stack([p.r_b for p in prefixes])
         last = torch.tensor([p.last for p in prefixes])
@@ -268,8 +361,10 @@ class CTCPrefixScorer(LogitsProcessor):
             [not p.started for p in prefixes],
         )
         first = (psi.argmax(1) + 1).tolist()
-        # A held-back space comes before any letter; an empty prefix drops a leading one.
+        # A held-back space comes before any letter; an empty prefix drops a leading one. Without word gaps the
+        # head reads letters only, and the tokens with and without a space before its letter are offered alike.
         spaced = [i for i, p in enumerate(prefixes) if p.pending or (p.started and first[i] == SPACE)]
+        spaced = spaced if self.word_gaps else []
         letter = dict(enumerate(first))
         if spaced:
             ext = self.extend([items[i] for i in spaced], [prefixes[i] for i in spaced], [[SPACE]] * len(spaced))
@@ -314,8 +409,14 @@ class CTCPrefixScorer(LogitsProcessor):
             for token in dict.fromkeys([*top[row], *extra[row], self.eos]):
                 if token == self.eos:
                     out[row, token] = scores[row, token] + self.weight * (self.full_score(prefix) - prefix.psi)
+                    if self.lexicon is not None:
+                        left = self.lexicon.unknown_at_end(prefix.words) - prefix.unknown
+                        out[row, token] -= self.lexicon_penalty * left
                     continue
-                added, pending = prefix.committed(self.spellings[token] if token < len(self.spellings) else [])
+                spelling = self.spellings[token] if token < len(self.spellings) else []
+                if spelling is None:  # a run of one punctuation mark (see token_spellings)
+                    continue
+                added, pending = prefix.committed(spelling)
                 if not added and prefix.bare:
                     # A token with no letter leaves the CTC score as it is, so a run of them would cost nothing:
                     # punctuation loops (",,,,") were the result. One at a time.
@@ -326,17 +427,22 @@ class CTCPrefixScorer(LogitsProcessor):
                     # so the head alone does not stop a loop ("by-n-n-n-n..." for "buy new china", which then
                     # lost the rest of the clip when cut afterwards): the token that would make it one is refused.
                     continue
+                unknown = self.lexicon.unknown(words) if self.lexicon is not None and added else prefix.unknown
                 items.append(b)
                 prefixes.append(prefix)
                 additions.append(added)
-                meta.append((row, token, b, tokens, pending, prefix.started or bool(added), not added, words))
+                meta.append(
+                    _Candidate(row, token, tokens, pending, prefix.started or bool(added), not added, words, unknown)
+                )
         scored = {}
         if prefixes:
-            for (row, token, b, tokens, pending, started, bare, words), (r_n, r_b, last, psi), prefix in zip(
-                meta, self.extend(items, prefixes, additions), prefixes, strict=True
-            ):
-                out[row, token] = scores[row, token] + self.weight * (psi - prefix.psi)
-                scored[(b, (*tokens, token))] = _Prefix(r_n, r_b, last, psi, pending, started, bare, words)
+            extended = self.extend(items, prefixes, additions)
+            for m, (r_n, r_b, last, psi), prefix in zip(meta, extended, prefixes, strict=True):
+                gain = self.weight * (psi - prefix.psi) - self.lexicon_penalty * (m.unknown - prefix.unknown)
+                out[m.row, m.token] = scores[m.row, m.token] + gain
+                scored[(m.row // self.beams, (*m.tokens, m.token))] = _Prefix(
+                    r_n, r_b, last, psi, m.pending, m.started, m.bare, m.words, m.unknown
+                )
         self.prefixes = scored
         # A row left with no choice (its top tokens all dropped, or the audio spells none of them) ends.
         stuck = ~torch.isfinite(out).any(-1)

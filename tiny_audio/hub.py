@@ -22,6 +22,7 @@ from huggingface_hub.repocard_data import EvalResult
 
 from .backbones import NAMED
 from .config import ASRConfig
+from .ctc import LEXICON_NAME, LEXICON_NOTICE
 
 
 def _hub_id(model_id: str | None) -> str | None:
@@ -50,24 +51,31 @@ def model_card(
     results = results or []
     # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
     own = [r for r in results if r.get("system", "tiny-audio") == "tiny-audio"]
-    widths = {(r.get("num_beams", 1), r.get("ctc_head_weight") or 0.0) for r in own}
+
+    def decoding_of(r: dict[str, Any]) -> tuple[int, float, float, bool]:
+        beams, ctc = r.get("num_beams", 1), r.get("ctc_head_weight") or 0.0
+        return beams, ctc, r.get("ctc_lexicon_penalty") or 0.0, r.get("ctc_word_gaps", True) is not False
+
+    widths = {decoding_of(r) for r in own}
 
     def label(r: dict[str, Any]) -> str:
         if r not in own:
             return r.get("model", "-")
         if len(widths) == 1:
             return "this model"
-        beams, ctc = r.get("num_beams", 1), r.get("ctc_head_weight") or 0.0
+        beams, ctc, lexicon, gaps = decoding_of(r)
         text = "this model, greedy" if beams == 1 else f"this model, beams {beams}"
-        return text + (f", CTC {ctc:g}" if ctc else "")
+        text += (f", CTC {ctc:g}" if ctc else "") + ("" if gaps else " without word gaps")
+        return text + (f", lexicon {lexicon:g}" if lexicon else "")
 
     labels = [label(r) for r in results]
-    # The Hub's model-index lists the score of the model as it runs by default (its own beam width).
+    # The Hub's model-index lists the score of the model as it runs by default (its own decoding).
     default_beams = config.generation_defaults.get("num_beams", 1)
     default_ctc = config.generation_defaults.get("ctc_head_weight", 0.0) if config.ctc_head_dim else 0.0
-    indexed = [
-        r for r in own if r.get("num_beams", 1) == default_beams and (r.get("ctc_head_weight") or 0.0) == default_ctc
-    ] or own
+    has_lexicon = (folder / LEXICON_NAME).is_file()
+    default_lexicon = config.generation_defaults.get("ctc_lexicon_penalty", 0.0) if has_lexicon and default_ctc else 0.0
+    default_gaps = not default_ctc or config.generation_defaults.get("ctc_word_gaps", True)
+    indexed = [r for r in own if decoding_of(r) == (default_beams, default_ctc, default_lexicon, default_gaps)] or own
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -119,6 +127,19 @@ def model_card(
             f"\nA character CTC head on the encoder frames checks each token the language model proposes against the"
             f" audio (joint CTC / LLM decoding, weight {default_ctc:g});"
             f' `asr("audio.flac", ctc_head_weight=0)` decodes with the language model alone.\n'
+        )
+    if not default_gaps:
+        decoding += (
+            "\nThe head checks the letters only (`ctc_word_gaps` false): where one word ends and the next begins is"
+            " the language model's call.\n"
+        )
+    if default_lexicon:
+        notice = folder / LEXICON_NOTICE
+        count = len((folder / LEXICON_NAME).read_text().split())
+        decoding += (
+            f"\nIn joint decoding each word outside the model's lexicon (`{LEXICON_NAME}`, {count:,} words) costs"
+            f" {default_lexicon:g} (`ctc_lexicon_penalty`; 0 turns it off)"
+            + (f": the word list's origin and licence are in `{LEXICON_NOTICE}`.\n" if notice.is_file() else ".\n")
         )
     body = f"""
 # {name}

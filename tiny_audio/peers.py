@@ -35,11 +35,22 @@ class TinyAudioRecognizer:
         self.ctc_head_weight = float(defaults.get("ctc_head_weight", 0.0) if weight is None else weight)
         if self.model.ctc_head is None:
             self.ctc_head_weight = 0.0
+        # The lexicon's penalty in joint decoding (see tiny_audio/ctc.py Lexicon), likewise.
+        penalty = generate_kwargs.get("ctc_lexicon_penalty")
+        self.lexicon_penalty = float(defaults.get("ctc_lexicon_penalty", 0.0) if penalty is None else penalty)
+        gaps = generate_kwargs.get("ctc_word_gaps")
+        self.word_gaps = bool(defaults.get("ctc_word_gaps", True) if gaps is None else gaps)
+        if not self.ctc_head_weight:
+            self.lexicon_penalty, self.word_gaps = 0.0, True
         self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
         if self.num_beams > 1:
             self.name += f" (beams {self.num_beams})"
         if self.ctc_head_weight:
             self.name += f" (CTC {self.ctc_head_weight:g})"
+        if not self.word_gaps:
+            self.name += " (no word gaps)"
+        if self.lexicon_penalty:
+            self.name += f" (lexicon {self.lexicon_penalty:g})"
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
         if device.type == "cuda":  # bf16 on a GPU, whatever the CPU precision asked
             self.model = self.model.for_inference("bfloat16").to(device)
@@ -60,6 +71,8 @@ class TinyAudioRecognizer:
             "system": "tiny-audio",
             "num_beams": self.num_beams,
             "ctc_head_weight": self.ctc_head_weight,
+            "ctc_lexicon_penalty": self.lexicon_penalty,
+            "ctc_word_gaps": self.word_gaps,
             "weights_sha256": self.weights_sha256,
         }
 
@@ -150,11 +163,16 @@ class PocketSphinxRecognizer:
         return {"system": "pocketsphinx"}
 
 
-def load_recognizer(spec: str, num_beams: int | None = None, ctc_head_weight: float | None = None) -> Any:
+def load_recognizer(
+    spec: str,
+    num_beams: int | None = None,
+    ctc_head_weight: float | None = None,
+    lexicon_penalty: float | None = None,
+) -> Any:
     """A recognizer from `--model`: faster-whisper:SIZE[:COMPUTE], pocketsphinx, or a Tiny Audio model.
 
-    `num_beams` and `ctc_head_weight` apply to Tiny Audio models only (None: the model's own default); the peers
-    stay greedy, as they are compared."""
+    `num_beams`, `ctc_head_weight` and `lexicon_penalty` (ctc_lexicon_penalty) apply to Tiny Audio models only
+    (None: the model's own default); the peers stay greedy, as they are compared."""
     if spec.startswith("faster-whisper:"):
         parts = spec.split(":")
         return FasterWhisperRecognizer(parts[1], parts[2] if len(parts) > 2 else "int8")
@@ -166,6 +184,8 @@ def load_recognizer(spec: str, num_beams: int | None = None, ctc_head_weight: fl
     options = {} if num_beams is None else {"num_beams": num_beams}
     if ctc_head_weight is not None:
         options["ctc_head_weight"] = ctc_head_weight
+    if lexicon_penalty is not None:
+        options["ctc_lexicon_penalty"] = lexicon_penalty
     if name and precision in PRECISIONS:  # a Tiny Audio model at a CPU precision: default:bfloat16
         return TinyAudioRecognizer(name, precision=precision, **options)
     return TinyAudioRecognizer(spec, **options)

@@ -33,7 +33,7 @@ from transformers.utils import logging as hf_logging
 
 from .backbones import NAMED, backbone_config, resolve
 from .config import ASRConfig
-from .ctc import CTCHead, CTCPrefixScorer, token_spellings
+from .ctc import LEXICON_NAME, CTCHead, CTCPrefixScorer, Lexicon, token_spellings
 from .encoder import (
     audio_tower_from_config,
     encode_audio,
@@ -159,7 +159,8 @@ class ASRModel(PreTrainedModel):
             else None
         )
         self._processor: ASRProcessor | None = None
-        self._spellings: tuple[Any, list[list[int]]] | None = None  # (tokenizer, its tokens spelled for the head)
+        self._spellings: tuple[Any, list[list[int] | None]] | None = None  # (tokenizer, its tokens, spelled)
+        self.lexicon: Lexicon | None = None  # known words for joint decoding (ctc_lexicon_penalty), from lexicon.txt
         # Training only (set by the trainer, never saved): weight of the CTC alignment loss on the projected frames
         # (see _ctc_alignment_loss); 0 switches it off.
         self.ctc_weight = 0.0
@@ -346,6 +347,10 @@ class ASRModel(PreTrainedModel):
         """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache."""
         options = {**self.config.generation_defaults, **generate_kwargs}
         head_weight = float(options.pop("ctc_head_weight", 0.0) or 0.0)
+        word_gaps = bool(options.pop("ctc_word_gaps", True))
+        lexicon_penalty = float(options.pop("ctc_lexicon_penalty", 0.0) or 0.0)
+        if lexicon_penalty and self.lexicon is None and head_weight and self.ctc_head is not None:
+            raise ValueError("ctc_lexicon_penalty needs a lexicon: this model has no lexicon.txt")
         if head_weight and self.ctc_head is not None:
             # The encoder runs once: its frames feed both the projector and the CTC head.
             dtype = next(self.projector.parameters()).dtype
@@ -357,6 +362,9 @@ class ASRModel(PreTrainedModel):
                 self.processor.eos_token_id,
                 head_weight,
                 num_beams=int(options.get("num_beams") or 1),
+                word_gaps=word_gaps,
+                lexicon=self.lexicon,
+                lexicon_penalty=lexicon_penalty,
             )
             options["logits_processor"] = LogitsProcessorList([*options.get("logits_processor", []), scorer])
         else:
@@ -418,7 +426,7 @@ class ASRModel(PreTrainedModel):
         cache.batch_repeat_interleave(beams)
         return cache
 
-    def _token_spellings(self) -> list[list[int]]:
+    def _token_spellings(self) -> list[list[int] | None]:
         tokenizer = self.processor.tokenizer
         if self._spellings is None or self._spellings[0] is not tokenizer:
             self._spellings = (tokenizer, token_spellings(tokenizer))
@@ -537,6 +545,8 @@ class ASRModel(PreTrainedModel):
 
         (folder / "handler.py").write_bytes(Path(handler.__file__).read_bytes())
         processor.save_pretrained(folder)
+        if self.lexicon is not None:
+            self.lexicon.save(folder)
 
     @classmethod
     def from_pretrained(
@@ -561,6 +571,8 @@ class ASRModel(PreTrainedModel):
             raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME}: not a saved Tiny Audio model")
         _load_weights(model, load_file(str(weights)), full=config.base_weights_included)
         model.processor = ASRProcessor.from_pretrained(folder, config=model.config)
+        if (folder / LEXICON_NAME).is_file():
+            model.lexicon = Lexicon.load(folder / LEXICON_NAME)
         if dtype is not None:
             model = model.to(dtype)
         if device is not None:

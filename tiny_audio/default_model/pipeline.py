@@ -29,6 +29,8 @@ GENERATION_OPTIONS = (
     "length_penalty",
     "ilm_weight",
     "ctc_head_weight",
+    "ctc_word_gaps",
+    "ctc_lexicon_penalty",
 )
 
 
