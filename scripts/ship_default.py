@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from tiny_audio.ctc import Lexicon
 from tiny_audio.hub import STAGE_FILES, TRAINER_FILES, model_card, training_stages
 from tiny_audio.model import DEFAULT_MODEL_DIR, WEIGHTS_NAME
+from tiny_audio.peers import decoding_suffix
 from tiny_audio.train import last_complete_checkpoint, plot_curves
 
 CARD_ID = "tiny-audio/default"
@@ -107,17 +108,7 @@ def keep_results(target: Path, paths: list[Path]) -> list[dict]:
     results = []
     for path in paths:
         result = json.loads(path.read_text())
-        beams = result.get("num_beams", 1)
-        if result.get("system") == "tiny-audio":
-            name = "default" if beams == 1 else f"default-beams{beams}"
-            if result.get("ctc_head_weight"):
-                name += f"-ctc{result['ctc_head_weight']:g}"
-            if result.get("ctc_word_gaps") is False:
-                name += "-nogaps"
-            if result.get("ctc_lexicon_penalty"):
-                name += f"-lex{result['ctc_lexicon_penalty']:g}"
-        else:
-            name = path.parent.name
+        name = "default" + decoding_suffix(result) if result.get("system") == "tiny-audio" else path.parent.name
         copy = target / "training" / f"dev_{name}.json"
         if path.resolve() != copy.resolve():
             shutil.copy2(path, copy)

@@ -349,9 +349,9 @@ class ASRModel(PreTrainedModel):
         head_weight = float(options.pop("ctc_head_weight", 0.0) or 0.0)
         word_gaps = bool(options.pop("ctc_word_gaps", True))
         lexicon_penalty = float(options.pop("ctc_lexicon_penalty", 0.0) or 0.0)
-        if lexicon_penalty and self.lexicon is None and head_weight and self.ctc_head is not None:
-            raise ValueError("ctc_lexicon_penalty needs a lexicon: this model has no lexicon.txt")
         if head_weight and self.ctc_head is not None:
+            if lexicon_penalty and self.lexicon is None:
+                raise ValueError("ctc_lexicon_penalty needs a lexicon: this model has no lexicon.txt")
             # The encoder runs once: its frames feed both the projector and the CTC head.
             dtype = next(self.projector.parameters()).dtype
             frames, lengths = encode_audio(self.audio_tower, input_features.to(dtype), audio_attention_mask.sum(-1))

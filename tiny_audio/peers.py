@@ -30,18 +30,16 @@ class TinyAudioRecognizer:
         # The beam width that decodes: the one asked for, else the model's own default (the shipped model's is 4).
         defaults = self.model.config.generation_defaults
         self.num_beams = int(generate_kwargs.get("num_beams") or defaults["num_beams"])
-        # Joint decoding with the CTC head: the weight asked for, else the model's own; 0 when it has no head.
-        weight = generate_kwargs.get("ctc_head_weight")
-        self.ctc_head_weight = float(defaults.get("ctc_head_weight", 0.0) if weight is None else weight)
-        if self.model.ctc_head is None:
-            self.ctc_head_weight = 0.0
-        # The lexicon's penalty in joint decoding (see tiny_audio/ctc.py Lexicon), likewise.
-        penalty = generate_kwargs.get("ctc_lexicon_penalty")
-        self.lexicon_penalty = float(defaults.get("ctc_lexicon_penalty", 0.0) if penalty is None else penalty)
-        gaps = generate_kwargs.get("ctc_word_gaps")
-        self.word_gaps = bool(defaults.get("ctc_word_gaps", True) if gaps is None else gaps)
-        if not self.ctc_head_weight:
-            self.lexicon_penalty, self.word_gaps = 0.0, True
+
+        def setting(key: str, fallback: Any) -> Any:
+            asked = generate_kwargs.get(key)
+            return defaults.get(key, fallback) if asked is None else asked
+
+        # Joint decoding with the CTC head: the weight, word gaps and lexicon penalty asked for, else the model's
+        # own; none of them when it has no head.
+        self.ctc_head_weight = float(setting("ctc_head_weight", 0.0)) if self.model.ctc_head is not None else 0.0
+        self.lexicon_penalty = float(setting("ctc_lexicon_penalty", 0.0)) if self.ctc_head_weight else 0.0
+        self.word_gaps = bool(setting("ctc_word_gaps", True)) if self.ctc_head_weight else True
         self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
         if self.num_beams > 1:
             self.name += f" (beams {self.num_beams})"
@@ -75,6 +73,17 @@ class TinyAudioRecognizer:
             "ctc_word_gaps": self.word_gaps,
             "weights_sha256": self.weights_sha256,
         }
+
+
+def decoding_suffix(result: dict[str, Any]) -> str:
+    """How a Tiny Audio result decoded, for folder and file names: "-beams4-ctc0.2-nogaps-lex5", "" for greedy
+    with the LLM alone. `result` is a recognizer's `describe()` or a results.json written from one."""
+    beams, weight = result.get("num_beams", 1), result.get("ctc_head_weight") or 0.0
+    suffix = f"-beams{beams}" if beams > 1 else ""
+    if weight:
+        suffix += f"-ctc{weight:g}" + ("-nogaps" if result.get("ctc_word_gaps") is False else "")
+        suffix += f"-lex{result['ctc_lexicon_penalty']:g}" if result.get("ctc_lexicon_penalty") else ""
+    return suffix
 
 
 def _weights_digest(state: dict[str, Any]) -> str:
