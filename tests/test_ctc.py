@@ -170,6 +170,9 @@ def test_a_lexicon_charges_once_for_each_word_that_leaves_it():
     # Finished words not in it, and the unfinished last word if no known word begins with it.
     assert lexicon.unknown(("the", "jelous", "ma")) == 1 and lexicon.unknown(("the", "jel")) == 1
     assert lexicon.unknown_at_end(("the", "jelous", "ma")) == 2 and lexicon.unknown(()) == 0
+    # Counted from a word on: the part a new token can change (the finished words before it stay as they were).
+    assert lexicon.unknown(("the", "jelous", "ma"), 1) == 1 and lexicon.unknown(("the", "jelous", "ma"), 2) == 0
+    assert lexicon.unknown_at_end(("the", "jelous", "ma"), 2) == 1
     assert "jealous'" in lexicon and "'the'" in lexicon and "'" in lexicon and lexicon.begins("'jea")
     # Frames that clearly say "ac"; the LLM slightly prefers " ab", a word, to " ac", which is not one.
     C = spell("c")[0]

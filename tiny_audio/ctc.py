@@ -208,14 +208,16 @@ class Lexicon:
         # Word lists leave out plural possessives ("felons'") and quoted words: the word inside the quotes counts.
         return word in self.known or word.strip("'") in self.known or not word.strip("'")
 
-    def unknown(self, words: tuple[str, ...]) -> int:
-        """How many of a text's words have left the lexicon: the finished ones not in it, and the last, unfinished
-        one if no known word begins with it."""
-        return sum(w not in self for w in words[:-1]) + (bool(words) and not self.begins(words[-1]))
+    def unknown(self, words: tuple[str, ...], start: int = 0) -> int:
+        """How many of a text's words from `start` on have left the lexicon: the finished ones not in it, and the
+        last, unfinished one if no known word begins with it. A token changes only the last word and those after
+        it, so joint decoding counts from there and carries the rest."""
+        tail = words[start:]
+        return sum(w not in self for w in tail[:-1]) + (bool(tail) and not self.begins(tail[-1]))
 
-    def unknown_at_end(self, words: tuple[str, ...]) -> int:
+    def unknown_at_end(self, words: tuple[str, ...], start: int = 0) -> int:
         """The same once the text has ended: its last word is finished too."""
-        return sum(w not in self for w in words)
+        return sum(w not in self for w in words[start:])
 
 
 class _Prefix:
@@ -409,8 +411,9 @@ class CTCPrefixScorer(LogitsProcessor):
             for token in dict.fromkeys([*top[row], *extra[row], self.eos]):
                 if token == self.eos:
                     out[row, token] = scores[row, token] + self.weight * (self.full_score(prefix) - prefix.psi)
-                    if self.lexicon is not None:
-                        left = self.lexicon.unknown_at_end(prefix.words) - prefix.unknown
+                    if self.lexicon is not None:  # the last word is finished now
+                        last, lexicon = max(len(prefix.words) - 1, 0), self.lexicon
+                        left = lexicon.unknown_at_end(prefix.words, last) - lexicon.unknown(prefix.words, last)
                         out[row, token] -= self.lexicon_penalty * left
                     continue
                 spelling = self.spellings[token] if token < len(self.spellings) else []
@@ -427,7 +430,10 @@ class CTCPrefixScorer(LogitsProcessor):
                     # so the head alone does not stop a loop ("by-n-n-n-n..." for "buy new china", which then
                     # lost the rest of the clip when cut afterwards): the token that would make it one is refused.
                     continue
-                unknown = self.lexicon.unknown(words) if self.lexicon is not None and added else prefix.unknown
+                unknown = prefix.unknown
+                if self.lexicon is not None and added:
+                    last = max(len(prefix.words) - 1, 0)  # the words before it are finished and stay as they were
+                    unknown += self.lexicon.unknown(words, last) - self.lexicon.unknown(prefix.words, last)
                 items.append(b)
                 prefixes.append(prefix)
                 additions.append(added)
