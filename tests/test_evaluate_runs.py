@@ -304,6 +304,27 @@ def test_eval_refuses_to_resume_another_weights_log(make_model, tmp_path):
     assert again["utterances"] == 2 and len((tmp_path / "out2" / "utterances.jsonl").read_text().splitlines()) == 2
 
 
+def test_eval_refuses_to_resume_with_another_lexicon(make_model, tmp_path):
+    # Joint decoding's word list decodes too: lexicon.txt swapped at the same penalty must not resume the log.
+    from tiny_audio.ctc import Lexicon
+    from tiny_audio.evaluate import RunMismatchError, run_evaluation
+    from tiny_audio.peers import load_recognizer
+
+    rows = rows_for(tmp_path)[:2]
+    model = make_model("whisper", "llama", encoder_lora_rank=0, ctc_head_dim=16)
+    model.config.generation_defaults.update(ctc_head_weight=0.5, ctc_lexicon_penalty=1.0)
+    model.lexicon = Lexicon(["a", "be"])
+    model.save_pretrained(tmp_path / "m")
+    first = run_evaluation(load_recognizer(str(tmp_path / "m")), rows, tmp_path / "out", progress=False)
+    assert first["lexicon_sha256"] == json.loads((tmp_path / "out" / "run.json").read_text())["lexicon_sha256"]
+    Lexicon(["a", "be", "sea"]).save(tmp_path / "m")
+    with pytest.raises(RunMismatchError, match="lexicon"):
+        run_evaluation(load_recognizer(str(tmp_path / "m")), rows, tmp_path / "out", progress=False)
+    # Without the penalty the list plays no part, and is not recorded.
+    off = load_recognizer(str(tmp_path / "m"), lexicon_penalty=0.0)
+    assert off.describe()["lexicon_sha256"] is None
+
+
 def test_eval_loops_logs_the_windows_that_cut_repetition_shortens(tmp_path, monkeypatch):
     # scripts/eval_loops.py says "no log file means no loop": it must see the cut transcription really makes.
     import importlib.util

@@ -113,13 +113,18 @@ class RunMismatchError(ValueError):
 def _check_same_run(path: Path, recognizer: Any, data_name: str, resuming: bool, main: bool) -> None:
     # A folder is named after the model's name, not its weights: a retrained runs/x/final evaluated into the same
     # folder would otherwise "resume" the old weights' log and report it as the new model's.
+    # Nor may a swapped word list (the same penalty, another lexicon.txt) resume a joint-decoding log.
     identity = {"model": recognizer.name, "weights_sha256": getattr(recognizer, "weights_sha256", None)}
+    if getattr(recognizer, "lexicon_sha256", None):
+        identity["lexicon_sha256"] = recognizer.lexicon_sha256
     if resuming and path.is_file():
         before = json.loads(path.read_text())
         if {k: before.get(k) for k in identity} != identity:
+            lexicons = f", lexicon {before.get('lexicon_sha256')} against {identity.get('lexicon_sha256')}"
             raise RunMismatchError(
                 f"{path.parent} holds the log of another run ({before.get('model')}, weights "
-                f"{before.get('weights_sha256')}), not of {identity['model']} (weights {identity['weights_sha256']}); "
+                f"{before.get('weights_sha256')}), not of {identity['model']} (weights {identity['weights_sha256']}"
+                f"{lexicons if 'lexicon_sha256' in identity or 'lexicon_sha256' in before else ''}); "
                 "give another --output-dir, or delete that folder to start over"
             )
     elif main:

@@ -40,6 +40,9 @@ class TinyAudioRecognizer:
         self.ctc_head_weight = float(setting("ctc_head_weight", 0.0)) if self.model.ctc_head is not None else 0.0
         self.lexicon_penalty = float(setting("ctc_lexicon_penalty", 0.0)) if self.ctc_head_weight else 0.0
         self.word_gaps = bool(setting("ctc_word_gaps", True)) if self.ctc_head_weight else True
+        # The word list is part of what decodes: an eval resumed after swapping lexicon.txt must not mix two lists.
+        lexicon = self.model.lexicon if self.lexicon_penalty else None
+        self.lexicon_sha256 = _words_digest(lexicon.sorted) if lexicon is not None else None
         self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
         if self.num_beams > 1:
             self.name += f" (beams {self.num_beams})"
@@ -72,6 +75,7 @@ class TinyAudioRecognizer:
             "ctc_lexicon_penalty": self.lexicon_penalty,
             "ctc_word_gaps": self.word_gaps,
             "weights_sha256": self.weights_sha256,
+            "lexicon_sha256": self.lexicon_sha256,
         }
 
 
@@ -97,6 +101,13 @@ def _weights_digest(state: dict[str, Any]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().to(torch.float32).cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def _words_digest(words: list[str]) -> str:
+    """SHA-256 (first 16 hex digits) of a word list, one word per line: which lexicon a result is of."""
+    import hashlib
+
+    return hashlib.sha256("".join(f"{w}\n" for w in words).encode()).hexdigest()[:16]
 
 
 class FasterWhisperRecognizer:
