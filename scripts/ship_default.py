@@ -87,7 +87,7 @@ def refresh_code(
 
 def add_ctc_head(target: Path, folder: Path) -> None:
     """Put the CTC head trained by `tiny-audio ctc-head` (into `folder`, from the shipped model) into the shipped
-    folder: its tensors (as float16), its width and default weight, and its training log as evidence."""
+    folder: its tensors (as float16), its width, layers and default weight, and its training log as evidence."""
     config = json.loads((folder / "config.json").read_text())
     head = {k: v for k, v in load_file(str(folder / WEIGHTS_NAME)).items() if k.startswith("ctc_head.")}
     if not head:
@@ -97,6 +97,7 @@ def add_ctc_head(target: Path, folder: Path) -> None:
     save_file(state, str(target / WEIGHTS_NAME), metadata={"format": "pt", "stored_as": "float16"})
     shipped = json.loads((target / "config.json").read_text())
     shipped["ctc_head_dim"] = config["ctc_head_dim"]
+    shipped["ctc_head_layers"] = config.get("ctc_head_layers", 0)  # its Transformer layers, if any, must load too
     shipped["generation_defaults"]["ctc_head_weight"] = config["generation_defaults"]["ctc_head_weight"]
     (target / "config.json").write_text(json.dumps(shipped, indent=2, sort_keys=True) + "\n")
     shutil.copy2(folder / "ctc_head_log.json", target / "training" / "ctc_head_log.json")

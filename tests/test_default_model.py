@@ -124,3 +124,27 @@ def test_model_card_lists_every_stage_of_the_recipe(tmp_path):
     if shipped.get("average_with"):
         assert "final = mean with" in rows[-1]
     assert _stages(tmp_path) == ""  # a one-stage model has no table
+
+
+def test_ship_default_puts_a_trained_head_with_its_layers_in_place(make_model, tmp_path):
+    # `ship_default.py --ctc-head` moves a head from `tiny-audio ctc-head`'s folder into the shipped one: a head
+    # with Transformer layers must load there too, not only the convolutions' width.
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("ship_default", Path("scripts/ship_default.py"))
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    make_model("whisper", "llama", ctc_head_dim=16).save_pretrained(tmp_path / "shipped")
+    (tmp_path / "shipped" / "training").mkdir()
+    trained = make_model("whisper", "llama", ctc_head_dim=16, ctc_head_layers=1)
+    trained.config.generation_defaults["ctc_head_weight"] = 0.2
+    trained.save_pretrained(tmp_path / "head")
+    (tmp_path / "head" / "ctc_head_log.json").write_text("[]\n")
+    ship.add_ctc_head(tmp_path / "shipped", tmp_path / "head")
+    loaded = ASRModel.from_pretrained(tmp_path / "shipped")
+    assert len(loaded.ctc_head.layers) == 1 and loaded.config.generation_defaults["ctc_head_weight"] == 0.2
+    for key, value in trained.ctc_head.state_dict().items():
+        torch.testing.assert_close(loaded.ctc_head.state_dict()[key].float(), value, atol=2e-3, rtol=2e-3)
+    assert (tmp_path / "shipped" / "training" / "ctc_head_log.json").is_file()
