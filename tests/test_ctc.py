@@ -257,6 +257,14 @@ def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_p
     history = train_ctc_head(model, rows, rows[:2], epochs=6, learning_rate=5e-3, hidden_dim=16, log=lambda _: None)
     assert len(history) == 6 and history[-1]["train_loss"] < history[0]["train_loss"]
     assert {"dev_loss", "dev_greedy_wer"} <= set(history[-1])
+    # --warm-start trains on from the model's own head (at a vanishing learning rate it stays as it was), and only
+    # from a head of the asked width and depth.
+    before = {k: v.clone() for k, v in model.ctc_head.state_dict().items()}
+    train_ctc_head(model, rows, epochs=1, learning_rate=1e-12, hidden_dim=16, warm_start=True, log=lambda _: None)
+    for key, value in before.items():
+        torch.testing.assert_close(model.ctc_head.state_dict()[key], value)
+    with pytest.raises(ValueError, match="warm-start"):
+        train_ctc_head(model, rows, hidden_dim=16, layers=1, warm_start=True, log=lambda _: None)
     model.config.generation_defaults["ctc_head_weight"] = 0.5
     model.save_pretrained(tmp_path / "saved")
     loaded = ASRModel.from_pretrained(tmp_path / "saved")

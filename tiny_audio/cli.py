@@ -499,6 +499,12 @@ def ctc_head(
         float, typer.Option(min=0.0, help="Silence and noise clips with an empty text, as a share of the data.")
     ] = 0.05,
     seed: Annotated[int, typer.Option()] = 0,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start", help="Train on from the model's own head (same width and layers), e.g. at a lower --lr."
+        ),
+    ] = False,
     lexicon: Annotated[
         Path | None,
         typer.Option(help="A word list (one per line, e.g. /usr/share/dict/words) saved as the model's lexicon."),
@@ -530,7 +536,7 @@ def ctc_head(
     try:
         history = train_ctc_head(
             asr, rows, dev_rows, epochs=epochs, learning_rate=learning_rate, hidden_dim=hidden_dim, layers=layers,
-            silence_share=silence_share, seed=seed, log=typer.echo,
+            silence_share=silence_share, seed=seed, warm_start=warm_start, log=typer.echo,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None

@@ -78,6 +78,7 @@ def train_ctc_head(
     silence_share: float = 0.05,
     max_frames: int = 12000,
     seed: int = 0,
+    warm_start: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, float]]:
     """Give `model` a new CTC head (config.ctc_head_dim = hidden_dim) trained on rows {audio, text}; returns the
@@ -85,9 +86,20 @@ def train_ctc_head(
 
     `silence_share` adds clips of silence and quiet noise with an empty text, as a share of the training rows: a
     head that never heard them spells letters in noise ("sais i iss gn uu"), and joint decoding then writes words
-    into a silent clip."""
+    into a silent clip.
+
+    `warm_start` trains on from the model's own head (it must have one of this width and depth) instead of a fresh
+    one: new data for a head whose earlier data is gone, at a lower learning rate."""
     from jiwer import wer
 
+    own = getattr(model, "ctc_head", None)
+    if warm_start and (
+        own is None or (model.config.ctc_head_dim, model.config.ctc_head_layers) != (hidden_dim, layers)
+    ):
+        have = "none" if own is None else f"width {model.config.ctc_head_dim} with {model.config.ctc_head_layers}"
+        raise ValueError(
+            f"--warm-start needs the model's own head of width {hidden_dim} with {layers} layers; it has {have}"
+        )
     torch.manual_seed(seed)
     rng = random.Random(seed)
     cache = FeatureCache(model)
@@ -99,8 +111,10 @@ def train_ctc_head(
     if not train:
         raise ValueError("no training clip could be read with a transcript that has letters")
     log(f"CTC head: {len(train)} training clips, {len(dev)} dev clips")
-    model.config.ctc_head_dim, model.config.ctc_head_layers = hidden_dim, layers
     head = CTCHead(model.config.audio_config.hidden_size, hidden_dim, layers=layers)
+    if warm_start:
+        head.load_state_dict({k: v.float() for k, v in own.state_dict().items()})
+    model.config.ctc_head_dim, model.config.ctc_head_layers = hidden_dim, layers
     steps = epochs * sum(1 for _ in _batches(train, max_frames))
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps, pct_start=0.1)
