@@ -408,12 +408,16 @@ class CTCPrefixScorer(LogitsProcessor):
         items, prefixes, additions, meta = [], [], [], []
         for row, (tokens, prefix) in known.items():
             b = row // self.beams
+            if self.lexicon is not None:
+                # A token changes only the prefix's last word and adds words after it; the words before are
+                # finished, so each candidate's count is this row's from the last word on, then the new one's.
+                last = max(len(prefix.words) - 1, 0)
+                counted = self.lexicon.unknown(prefix.words, last)
             for token in dict.fromkeys([*top[row], *extra[row], self.eos]):
                 if token == self.eos:
                     out[row, token] = scores[row, token] + self.weight * (self.full_score(prefix) - prefix.psi)
                     if self.lexicon is not None:  # the last word is finished now
-                        last, lexicon = max(len(prefix.words) - 1, 0), self.lexicon
-                        left = lexicon.unknown_at_end(prefix.words, last) - lexicon.unknown(prefix.words, last)
+                        left = self.lexicon.unknown_at_end(prefix.words, last) - counted
                         out[row, token] -= self.lexicon_penalty * left
                     continue
                 spelling = self.spellings[token] if token < len(self.spellings) else []
@@ -432,8 +436,7 @@ class CTCPrefixScorer(LogitsProcessor):
                     continue
                 unknown = prefix.unknown
                 if self.lexicon is not None and added:
-                    last = max(len(prefix.words) - 1, 0)  # the words before it are finished and stay as they were
-                    unknown += self.lexicon.unknown(words, last) - self.lexicon.unknown(prefix.words, last)
+                    unknown += self.lexicon.unknown(words, last) - counted
                 items.append(b)
                 prefixes.append(prefix)
                 additions.append(added)
