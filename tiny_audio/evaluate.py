@@ -120,11 +120,12 @@ def _check_same_run(path: Path, recognizer: Any, data_name: str, resuming: bool,
     if resuming and path.is_file():
         before = json.loads(path.read_text())
         if {k: before.get(k) for k in identity} != identity:
-            lexicons = f", lexicon {before.get('lexicon_sha256')} against {identity.get('lexicon_sha256')}"
+            lexicons = (before.get("lexicon_sha256"), identity.get("lexicon_sha256"))
+            lexicon = f", lexicon {lexicons[0]} against {lexicons[1]}" if lexicons[0] != lexicons[1] else ""
             raise RunMismatchError(
                 f"{path.parent} holds the log of another run ({before.get('model')}, weights "
                 f"{before.get('weights_sha256')}), not of {identity['model']} (weights {identity['weights_sha256']}"
-                f"{lexicons if 'lexicon_sha256' in identity or 'lexicon_sha256' in before else ''}); "
+                f"{lexicon}); "
                 "give another --output-dir, or delete that folder to start over"
             )
     elif main:

@@ -22,7 +22,7 @@ from huggingface_hub.repocard_data import EvalResult
 
 from .backbones import NAMED
 from .config import ASRConfig
-from .ctc import LEXICON_NAME, LEXICON_NOTICE
+from .ctc import LEXICON_NAME, LEXICON_NOTICE, Lexicon
 
 
 def _hub_id(model_id: str | None) -> str | None:
@@ -135,7 +135,7 @@ def model_card(
         )
     if default_lexicon:
         notice = folder / LEXICON_NOTICE
-        count = len((folder / LEXICON_NAME).read_text().split())
+        count = len(Lexicon.load(folder / LEXICON_NAME))
         decoding += (
             f"\nIn joint decoding each word outside the model's lexicon (`{LEXICON_NAME}`, {count:,} words) costs"
             f" {default_lexicon:g} (`ctc_lexicon_penalty`; 0 turns it off)"
