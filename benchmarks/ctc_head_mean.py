@@ -26,7 +26,7 @@ from _shared import add_sweep_options, shared_data, wer_summary
 from torch import nn
 
 from tiny_audio import ctc_head as head_training
-from tiny_audio.ctc import CHARS, spell
+from tiny_audio.ctc import CHARS, CTCHead, spell
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import run_evaluation
 from tiny_audio.features import FeatureCache
@@ -35,21 +35,20 @@ from tiny_audio.peers import TinyAudioRecognizer
 
 
 class MeanHead(nn.Module):
-    """CTC heads on the same frames, their probabilities averaged (the log of the mean)."""
+    """CTC heads on the same frames, their probabilities averaged (the log of the mean); padding, output length and
+    loss as CTCHead's."""
+
+    output_length = staticmethod(CTCHead.output_length)
+    padded_log_probs = CTCHead.padded_log_probs
+    loss = CTCHead.loss
 
     def __init__(self, heads: list[nn.Module]):
         super().__init__()
         self.heads = nn.ModuleList(heads)
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        return self._mean([h(frames, lengths) for h in self.heads])
-
-    def padded_log_probs(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self._mean([h.padded_log_probs(frames, lengths) for h in self.heads])
-
-    @staticmethod
-    def _mean(log_probs: list[torch.Tensor]) -> torch.Tensor:
-        return torch.logsumexp(torch.stack(log_probs), 0) - math.log(len(log_probs))
+        log_probs = torch.stack([h(frames, lengths) for h in self.heads])
+        return torch.logsumexp(log_probs, 0) - math.log(len(self.heads))
 
 
 def dev_scores(heads: dict[str, nn.Module], cache: FeatureCache, rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -64,18 +63,9 @@ def dev_scores(heads: dict[str, nn.Module], cache: FeatureCache, rows: list[dict
         for name, head in heads.items():
             loss, hyps = 0.0, []
             for audio, target in clips:
-                log_probs = head(torch.from_numpy(cache.get(audio)[0].astype(np.float32))[None])
-                loss += float(
-                    nn.functional.ctc_loss(
-                        log_probs.transpose(0, 1),
-                        torch.tensor([target]),
-                        torch.tensor([log_probs.shape[1]]),
-                        torch.tensor([len(target)]),
-                        reduction="sum",
-                        zero_infinity=True,
-                    )  # fmt: skip
-                )
-                hyps.append(head_training.greedy_text(log_probs[0]))
+                frames = torch.from_numpy(cache.get(audio)[0].astype(np.float32))[None]
+                loss += float(head.loss(frames, torch.tensor([frames.shape[1]]), [target]))
+                hyps.append(head_training.greedy_text(head(frames)[0]))
             scores[name] = {
                 "dev_loss": round(loss / sum(len(t) for _, t in clips), 4),
                 "wer": round(wer(refs, hyps), 4),
