@@ -206,6 +206,31 @@ def test_unwritable_output_folder_fails_before_training(backbones, manifest, tmp
         train(config_for(backbones, manifest, tmp_path), output_dir=blocker / "run")
 
 
+def test_output_folder_check_is_safe_when_every_rank_runs_it_at_once(tmp_path):
+    # Under torchrun each rank checks the same folder at the same moment; a shared probe file
+    # let one rank delete it under another (a CI failure of the two-process test).
+    import threading
+
+    from tiny_audio.train import check_output_dir
+
+    errors = []
+
+    def rank():
+        for _ in range(200):
+            try:
+                check_output_dir(tmp_path / "run")
+            except OSError as err:
+                errors.append(err)
+
+    threads = [threading.Thread(target=rank) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list((tmp_path / "run").iterdir()) == []  # no probe left behind
+
+
 def test_set_stage_projector_only_freezes_lora(make_model):
     model = make_model()
     set_stage(model, "projector")

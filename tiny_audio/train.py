@@ -15,6 +15,7 @@ import math
 import os
 import random
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,9 +368,10 @@ def check_output_dir(folder: Path, needed_gb: float = 1.0) -> None:
     """Fail before training when the output folder cannot be written or the disk is nearly full."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # A probe of its own per process: under torchrun every rank runs this at once, and a
+        # shared name let one rank delete the file between another's write and unlink.
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
     except OSError as err:
         raise PermissionError(f"cannot write to the output folder {folder}: {err.strerror}") from None
     free = shutil.disk_usage(folder).free / 2**30
