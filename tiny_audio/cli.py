@@ -376,7 +376,7 @@ def eval_(
         except (OSError, ValueError, RuntimeError) as err:
             raise UserError(f"cannot load model {spec!r}: {err}") from None
         # Another beam width is another result: it must not resume (and mix with) the greedy run's log. The width
-        # is the one that decodes, so `--model default` (whose own beam is 8) and `--num-beams 8` share a folder,
+        # is the one that decodes, so `--model default` (whose own beam is 16) and `--num-beams 16` share a folder,
         # and `--num-beams 1` on it gets its own.
         # Joint decoding's settings likewise (see decoding_suffix).
         suffix = decoding_suffix(recognizer.describe()) if isinstance(recognizer, TinyAudioRecognizer) else ""
