@@ -80,14 +80,9 @@ def layer_probe(folder: Path, layer: int, epochs: int) -> dict[str, list[dict]]:
     histories = {}
     for upto in (layer, None):
         model = ASRModel.from_pretrained("default")
-        original = head_training.FeatureCache
-        head_training.FeatureCache = lambda m, upto=upto: FeatureCache(m, upto=upto)
-        try:
-            histories["last" if upto is None else f"after layer {upto}"] = head_training.train_ctc_head(
-                model, train, dev, epochs=epochs
-            )
-        finally:
-            head_training.FeatureCache = original
+        histories["last" if upto is None else f"after layer {upto}"] = head_training.train_ctc_head(
+            model, train, dev, epochs=epochs, cache=FeatureCache(model, upto=upto)
+        )
     return histories
 
 

@@ -265,6 +265,12 @@ def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_p
         torch.testing.assert_close(model.ctc_head.state_dict()[key], value)
     with pytest.raises(ValueError, match="warm-start"):
         train_ctc_head(model, rows, hidden_dim=16, layers=1, warm_start=True, log=lambda _: None)
+    # A given feature cache is the one read (benchmarks/ctc_head_mean.py's layer probe passes one with `upto`).
+    from tiny_audio.features import FeatureCache
+
+    train_ctc_head(model, rows, epochs=1, hidden_dim=16, cache=FeatureCache(model, tmp_path / "frames", upto=1),
+                   log=lambda _: None)  # fmt: skip
+    assert any((tmp_path / "frames").rglob("*.npz"))
     model.config.generation_defaults["ctc_head_weight"] = 0.5
     model.save_pretrained(tmp_path / "saved")
     loaded = ASRModel.from_pretrained(tmp_path / "saved")

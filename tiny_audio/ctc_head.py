@@ -79,6 +79,7 @@ def train_ctc_head(
     max_frames: int = 12000,
     seed: int = 0,
     warm_start: bool = False,
+    cache: FeatureCache | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, float]]:
     """Give `model` a new CTC head (config.ctc_head_dim = hidden_dim) trained on rows {audio, text}; returns the
@@ -89,7 +90,9 @@ def train_ctc_head(
     into a silent clip.
 
     `warm_start` trains on from the model's own head (it must have one of this width and depth) instead of a fresh
-    one: new data for a head whose earlier data is gone, at a lower learning rate."""
+    one: new data for a head whose earlier data is gone, at a lower learning rate.
+
+    `cache` gives the encoder frames the head reads (default: the model's encoder output, cached on disk)."""
     from jiwer import wer
 
     own = getattr(model, "ctc_head", None)
@@ -102,7 +105,7 @@ def train_ctc_head(
         )
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    cache = FeatureCache(model)
+    cache = FeatureCache(model) if cache is None else cache
     if silence_share > 0:
         count = round(silence_share * len(train_rows))
         train_rows = [*train_rows, *make_silence_clips(cache_dir() / "silence", count, seed=seed)]
