@@ -132,3 +132,8 @@ def test_streaming_yields_pieces_that_join_to_the_batch_transcript(make_model):
     [batch] = transcribe(model, [audio], **options)
     assert len(pieces) > 1 and "".join(pieces) == batch.text
     assert list(stream_transcribe(model, np.zeros(3 * RATE, np.float32))) == []  # silence: nothing at all
+    # A model whose default is a beam (the built-in one's) streams greedily; a beam asked for is a clear error.
+    model.config.generation_defaults["num_beams"] = 3
+    assert "".join(stream_transcribe(model, audio, **options)) == batch.text
+    with pytest.raises(ValueError, match="streaming decodes greedily"):
+        next(stream_transcribe(model, audio, **options, num_beams=3))

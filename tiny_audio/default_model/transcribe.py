@@ -336,6 +336,10 @@ def stream_transcribe(
 
     if segment != "silence":
         raise ValueError("streaming cuts long audio in pauses only (segment='silence')")
+    # Beam search knows its text only when it ends (transformers' streamer refuses it), so streaming decodes
+    # greedily, also for a model whose default is a beam (the built-in one's is).
+    if int(generate_kwargs.get("num_beams") or 1) > 1:
+        raise ValueError("streaming decodes greedily: beam search has no text to show until it ends (num_beams=1)")
     config, processor = model.config, model.processor
     device = next(model.parameters()).device
     array = load_audio(audio, target_rate=config.sample_rate)
@@ -348,6 +352,7 @@ def stream_transcribe(
         streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         options = {
             **generate_kwargs,
+            "num_beams": 1,
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([StopOnLoop()]),
         }
