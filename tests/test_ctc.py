@@ -74,6 +74,22 @@ def test_prefix_and_full_scores_are_exact():
         )
 
 
+def test_candidates_extended_together_score_as_each_alone():
+    # Beam search extends many candidates at once, and those of one prefix often share letters (" the" and "the",
+    # "the" and "then"): computed once per prefix and letters, each must still get its own prefix's state.
+    x = torch.cat([three_symbol_log_probs(8, seed=1), three_symbol_log_probs(8, seed=2)])
+    scorer = CTCPrefixScorer(x, [[]], eos_token_id=99, weight=1.0)
+    ab = _Prefix(*scorer.extend([0], [scorer.empty(0)], [[A, B]])[0], False, True)
+    starts = [(0, scorer.empty(0)), (0, ab), (1, scorer.empty(1))]
+    texts = [[A], [A, B], [A, B], [A, B, A], [B], [SPACE, A], [], [A, A, B], [A, B, B]]
+    items, prefixes, additions = zip(*[(b, p, t) for b, p in starts for t in texts], strict=True)
+    together = scorer.extend(list(items), list(prefixes), list(additions))
+    for b, p, t, (r_n, r_b, last, psi) in zip(items, prefixes, additions, together, strict=True):
+        alone = scorer.extend([b], [p], [t])[0]
+        torch.testing.assert_close((r_n, r_b), alone[:2])
+        assert (last, psi) == alone[2:]
+
+
 def test_digits_are_spelled_as_their_names_so_the_head_can_check_them():
     class Tokenizer:
         pieces = ["8", " 23", "-", "Ab", ",,,,,,,,", " ...", "--", '."']

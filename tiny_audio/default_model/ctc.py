@@ -313,8 +313,21 @@ class CTCPrefixScorer(LogitsProcessor):
         items_t = torch.tensor(items)
         xb_all = self.x[items_t, :, 0]  # n, T: the blank's log-probability (only the columns needed are gathered)
         lengths = torch.tensor([len(a) for a in additions])
+        # Candidates of one prefix often spell the same letters (" the" and "the" without word gaps) or begin
+        # alike ("the", "then"): at each character, one computation per distinct (prefix, letters so far), copied
+        # to the others. Rows sharing letters up to j shared them before j too, so their state is the same.
+        owner = [id(p) for p in prefixes]
         for j in range(int(lengths.max()) if additions else 0):
-            rows = (lengths > j).nonzero().squeeze(1)
+            active = (lengths > j).nonzero().squeeze(1).tolist()
+            groups: dict[tuple, int] = {}  # (prefix, letters up to j) -> its group's number
+            firsts, group_of = [], []
+            for i in active:
+                key = (owner[i], *additions[i][: j + 1])
+                if key not in groups:
+                    groups[key] = len(firsts)
+                    firsts.append(i)
+                group_of.append(groups[key])
+            rows, back = torch.tensor(firsts), torch.tensor(group_of)  # one computation per group
             c = torch.tensor([additions[i][j] for i in rows.tolist()])
             xc = self.x[items_t[rows], :, c]  # n, T: the new character's log-probability at each frame
             xb = xb_all[rows]
@@ -328,8 +341,10 @@ class CTCPrefixScorer(LogitsProcessor):
             new_b = _log_linear_recurrence(
                 xb, torch.cat([torch.full_like(start[:, None], -math.inf), new_n[:, :-1] + xb[:, 1:]], 1)
             )
-            psi[rows] = torch.logsumexp(torch.cat([new_n[:, :1], phi[:, :-1] + xc[:, 1:]], 1), 1)
-            r_n[rows], r_b[rows], last[rows], empty[rows] = new_n, new_b, c, False
+            new_psi = torch.logsumexp(torch.cat([new_n[:, :1], phi[:, :-1] + xc[:, 1:]], 1), 1)
+            rows = torch.tensor(active)  # each active row takes its group's result
+            r_n[rows], r_b[rows], psi[rows] = new_n[back], new_b[back], new_psi[back]
+            last[rows], empty[rows] = c[back], False
         return [(r_n[i], r_b[i], int(last[i]), float(psi[i])) for i in range(len(prefixes))]
 
     def _prefix(self, b: int, tokens: list[int]) -> _Prefix | None:
