@@ -51,12 +51,19 @@ def main() -> None:
     parser.add_argument(
         "--lexicon-penalty", type=float, help="ctc_lexicon_penalty, 0 turns the lexicon off (default: the model's own)"
     )
+    parser.add_argument(
+        "--lm-rescore-weight", type=float, help="lm_rescore_weight, 0 turns rescoring off (default: the model's own)"
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/longform.json"))
     parser.add_argument("--no-stride", action="store_true", help="skip the overlapping-windows run (slow on CPU)")
     args = parser.parse_args()
     manifest = shared_data(args.data, "longform") / "longform" / "manifest.jsonl"
     recognizer = load_recognizer(
-        args.model, num_beams=args.num_beams, ctc_head_weight=args.ctc_head_weight, lexicon_penalty=args.lexicon_penalty
+        args.model,
+        num_beams=args.num_beams,
+        ctc_head_weight=args.ctc_head_weight,
+        lexicon_penalty=args.lexicon_penalty,
+        lm_rescore_weight=args.lm_rescore_weight,
     )
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     report = []

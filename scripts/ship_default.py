@@ -60,9 +60,11 @@ def refresh_code(
     lexicon: Lexicon | None = None,
     lexicon_penalty: float | None = None,
     word_gaps: bool | None = None,
+    lm_rescore_weight: float | None = None,
 ) -> None:
     """Rewrite the code, handler and processor files of a saved folder from today's package (weights kept), and
-    its default beam width, CTC head weight, lexicon, lexicon penalty and word gaps if given."""
+    its default beam width, CTC head weight, lexicon, lexicon penalty, word gaps and LM rescoring weight if
+    given."""
     from tiny_audio.model import ASRModel
 
     weights = (target / WEIGHTS_NAME).read_bytes()
@@ -77,6 +79,8 @@ def refresh_code(
         model.config.generation_defaults["ctc_word_gaps"] = word_gaps
     if num_beams is not None:
         model.config.generation_defaults["num_beams"] = num_beams
+    if lm_rescore_weight is not None:
+        model.config.generation_defaults["lm_rescore_weight"] = lm_rescore_weight
     if ctc_head_weight is not None:
         if model.ctc_head is None:
             raise SystemExit(f"{target}: no CTC head to weigh (ship one with --ctc-head)")
@@ -139,6 +143,9 @@ def main() -> None:
     parser.add_argument(
         "--word-gaps", choices=["on", "off"], help="whether the CTC head's spaces count (ctc_word_gaps) by default"
     )
+    parser.add_argument(
+        "--lm-rescore-weight", type=float, help="the shipped model's default lm_rescore_weight (0 = off)"
+    )
     parser.add_argument("--checkpoint", action="store_true", help="no final/ yet: ship the last complete checkpoint")
     parser.add_argument(
         "--earlier",
@@ -166,7 +173,15 @@ def main() -> None:
                 f"\n\nThe word list's copyright and licence{source}:\n\n{lexicon.notice or ''}"
             )
         gaps = None if args.word_gaps is None else args.word_gaps == "on"
-        refresh_code(args.target, args.num_beams, args.ctc_head_weight, lexicon, args.lexicon_penalty, gaps)
+        refresh_code(
+            args.target,
+            args.num_beams,
+            args.ctc_head_weight,
+            lexicon,
+            args.lexicon_penalty,
+            gaps,
+            args.lm_rescore_weight,
+        )
         print(f"refreshed the code in {args.target}")
         if args.results:  # new evaluations of the shipped weights (e.g. another beam width): the card quotes them
             results = keep_results(args.target, args.results)

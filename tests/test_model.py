@@ -398,3 +398,54 @@ def test_internal_lm_cache_follows_beam_reordering(make_model):
     for ids in steps:
         fresh = _InternalLMSubtraction(model.language_model, context, 1.0)(ids, torch.zeros(3, vocab))
         torch.testing.assert_close(cached(ids, torch.zeros(3, vocab)), fresh, atol=1e-5, rtol=1e-5)
+
+
+def test_rescoring_reads_the_llm_without_lora_before_and_after_folding(make_model, clips):
+    """`text_log_probs` scores with the decoder's LLM as it was before LoRA: with the adapters switched off, and,
+    once `for_inference` folds them in, with a copy that shares every tensor but the adapted layers' weights."""
+    model = make_model(decoder_lora_rank=4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    texts = ["the cat sat", "a dog ran off", ""]
+    before = model.text_log_probs(texts)
+    assert before[2] == 0.0 and all(x < 0 for x in before[:2])
+    folded = copy.deepcopy(model).for_inference()
+    torch.testing.assert_close(folded.text_log_probs(texts), before)
+    adapted, folded._base_lm = folded._base_lm, None  # the folded LLM itself, LoRA on: another prior
+    assert not torch.allclose(torch.tensor(folded.text_log_probs(texts[:2])), torch.tensor(before[:2]))
+    folded._base_lm = adapted
+    own = {p.data_ptr() for p in folded.language_model.parameters()}
+    copied = [p for p in folded._base_lm.parameters() if p.data_ptr() not in own]
+    assert 0 < sum(p.numel() for p in copied) < 0.5 * sum(p.numel() for p in folded.language_model.parameters())
+    names = {n for n, p in folded._base_lm.named_parameters() if p.data_ptr() not in own}
+    assert names and all(n.endswith(("q_proj.weight", "v_proj.weight")) for n in names), names
+
+
+def test_rescoring_picks_each_clip_s_hypothesis_by_beam_score_plus_weighted_prior(make_model, clips, monkeypatch):
+    model = make_model()
+    batch = model.processor(clips[:2])
+    options = {"num_beams": 3, "max_new_tokens": 6}
+    every = {"num_return_sequences": 3, "output_scores": True, "return_dict_in_generate": True}
+    result = model.generate(**batch, **options, **every)
+    hypotheses = model.processor.batch_decode(result.sequences)
+    # A prior that favours each clip's last-ranked text, so that a large weight must overturn the beam's order.
+    favoured = {hypotheses[3 * clip + 2] for clip in range(2)}
+    monkeypatch.setattr(model, "text_log_probs", lambda texts: [0.0 if t in favoured else -5.0 for t in texts])
+    prior = model.text_log_probs(hypotheses)
+    pad, eos = model.processor.tokenizer.pad_token_id, model.processor.eos_token_id
+    lengths = (result.sequences != pad).sum(-1) + int(pad == eos)
+    for weight in (0.01, 50.0):
+        total = result.sequences_scores * lengths + weight * torch.tensor(prior)
+        expected = [result.sequences[3 * clip + int(total[3 * clip : 3 * clip + 3].argmax())] for clip in range(2)]
+        picked = model.generate(**batch, **options, lm_rescore_weight=weight)
+        assert len(picked) == 2
+        for row, want in zip(picked, expected, strict=True):
+            assert torch.equal(row, want)
+    assert model.processor.batch_decode(picked) == [hypotheses[2], hypotheses[5]], hypotheses
+    assert model.processor.batch_decode(picked) != [hypotheses[0], hypotheses[3]], "the weight overturned the beam"
+    # Greedy search has one hypothesis: nothing to rescore.
+    assert torch.equal(
+        model.generate(**batch, max_new_tokens=6, lm_rescore_weight=1.0), model.generate(**batch, max_new_tokens=6)
+    )

@@ -149,6 +149,14 @@ def transcribe(
         float | None,
         typer.Option(min=0.0, help="Joint decoding's cost per word outside the model's lexicon (0: off)."),
     ] = None,
+    lm_rescore_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Beam search: weight of the LLM-without-LoRA's log-probability in picking among the beam's "
+            "hypotheses (0: off; default: the model's own).",
+        ),
+    ] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Most tokens per clip or window.")] = None,
     do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy/beam search.")] = False,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature.")] = None,
@@ -210,6 +218,7 @@ def transcribe(
         "num_beams": num_beams,
         "ctc_head_weight": ctc_head_weight,
         "ctc_lexicon_penalty": lexicon_penalty,
+        "lm_rescore_weight": lm_rescore_weight,
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
     }
@@ -350,6 +359,14 @@ def eval_(
         float | None,
         typer.Option(min=0.0, help="Joint decoding's cost per word outside the model's lexicon."),
     ] = None,
+    lm_rescore_weight: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Beam search: weight of the LLM-without-LoRA's log-probability in picking among the beam's "
+            "hypotheses (0: off; default: the model's own).",
+        ),
+    ] = None,
 ) -> None:
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
@@ -367,7 +384,11 @@ def eval_(
     for spec in model:
         try:
             recognizer = load_recognizer(
-                spec, num_beams=num_beams, ctc_head_weight=ctc_head_weight, lexicon_penalty=lexicon_penalty
+                spec,
+                num_beams=num_beams,
+                ctc_head_weight=ctc_head_weight,
+                lexicon_penalty=lexicon_penalty,
+                lm_rescore_weight=lm_rescore_weight,
             )
         except ImportError as err:
             raise UserError(

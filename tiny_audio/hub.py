@@ -52,9 +52,10 @@ def model_card(
     # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
     own = [r for r in results if r.get("system", "tiny-audio") == "tiny-audio"]
 
-    def decoding_of(r: dict[str, Any]) -> tuple[int, float, float, bool]:
+    def decoding_of(r: dict[str, Any]) -> tuple[int, float, float, bool, float]:
         beams, ctc = r.get("num_beams", 1), r.get("ctc_head_weight") or 0.0
-        return beams, ctc, r.get("ctc_lexicon_penalty") or 0.0, r.get("ctc_word_gaps", True) is not False
+        rescore = (r.get("lm_rescore_weight") or 0.0) if beams > 1 else 0.0
+        return beams, ctc, r.get("ctc_lexicon_penalty") or 0.0, r.get("ctc_word_gaps", True) is not False, rescore
 
     widths = {decoding_of(r) for r in own}
 
@@ -63,10 +64,10 @@ def model_card(
             return r.get("model", "-")
         if len(widths) == 1:
             return "this model"
-        beams, ctc, lexicon, gaps = decoding_of(r)
+        beams, ctc, lexicon, gaps, rescore = decoding_of(r)
         text = "this model, greedy" if beams == 1 else f"this model, beams {beams}"
         text += (f", CTC {ctc:g}" if ctc else "") + ("" if gaps else " without word gaps")
-        return text + (f", lexicon {lexicon:g}" if lexicon else "")
+        return text + (f", lexicon {lexicon:g}" if lexicon else "") + (f", LM rescoring {rescore:g}" if rescore else "")
 
     labels = [label(r) for r in results]
     # The Hub's model-index lists the score of the model as it runs by default (its own decoding).
@@ -75,7 +76,9 @@ def model_card(
     has_lexicon = (folder / LEXICON_NAME).is_file()
     default_lexicon = config.generation_defaults.get("ctc_lexicon_penalty", 0.0) if has_lexicon and default_ctc else 0.0
     default_gaps = not default_ctc or config.generation_defaults.get("ctc_word_gaps", True)
-    indexed = [r for r in own if decoding_of(r) == (default_beams, default_ctc, default_lexicon, default_gaps)] or own
+    default_rescore = config.generation_defaults.get("lm_rescore_weight", 0.0) if default_beams > 1 else 0.0
+    default = (default_beams, default_ctc, default_lexicon, default_gaps, default_rescore)
+    indexed = [r for r in own if decoding_of(r) == default] or own
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -140,6 +143,12 @@ def model_card(
             f"\nIn joint decoding each word outside the model's lexicon (`{LEXICON_NAME}`, {count:,} words) costs"
             f" {default_lexicon:g} (`ctc_lexicon_penalty`; 0 turns it off)"
             + (f": the word list's origin and licence are in `{LEXICON_NOTICE}`.\n" if notice.is_file() else ".\n")
+        )
+    if default_rescore:
+        decoding += (
+            "\nThe beam's finished hypotheses are then ranked again: each gets its beam score plus"
+            f" {default_rescore:g} x its log-probability under the language model without LoRA"
+            f' (`lm_rescore_weight`; `asr("audio.flac", lm_rescore_weight=0)` keeps the beam\'s own best).\n'
         )
     body = f"""
 # {name}

@@ -40,6 +40,7 @@ class TinyAudioRecognizer:
         self.ctc_head_weight = float(setting("ctc_head_weight", 0.0)) if self.model.ctc_head is not None else 0.0
         self.lexicon_penalty = float(setting("ctc_lexicon_penalty", 0.0)) if self.ctc_head_weight else 0.0
         self.word_gaps = bool(setting("ctc_word_gaps", True)) if self.ctc_head_weight else True
+        self.lm_rescore_weight = float(setting("lm_rescore_weight", 0.0)) if self.num_beams > 1 else 0.0
         # The word list is part of what decodes: an eval resumed after swapping lexicon.txt must not mix two lists.
         lexicon = self.model.lexicon if self.lexicon_penalty else None
         self.lexicon_sha256 = _words_digest(lexicon.sorted) if lexicon is not None else None
@@ -52,6 +53,8 @@ class TinyAudioRecognizer:
             self.name += " (no word gaps)"
         if self.lexicon_penalty:
             self.name += f" (lexicon {self.lexicon_penalty:g})"
+        if self.lm_rescore_weight:
+            self.name += f" (LM rescoring {self.lm_rescore_weight:g})"
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
         if device.type == "cuda":  # bf16 on a GPU, whatever the CPU precision asked
             self.model = self.model.for_inference("bfloat16").to(device)
@@ -74,6 +77,7 @@ class TinyAudioRecognizer:
             "ctc_head_weight": self.ctc_head_weight,
             "ctc_lexicon_penalty": self.lexicon_penalty,
             "ctc_word_gaps": self.word_gaps,
+            "lm_rescore_weight": self.lm_rescore_weight,
             "weights_sha256": self.weights_sha256,
             "lexicon_sha256": self.lexicon_sha256,
         }
@@ -87,6 +91,7 @@ def decoding_suffix(result: dict[str, Any]) -> str:
     if weight:
         suffix += f"-ctc{weight:g}" + ("-nogaps" if result.get("ctc_word_gaps") is False else "")
         suffix += f"-lex{result['ctc_lexicon_penalty']:g}" if result.get("ctc_lexicon_penalty") else ""
+    suffix += f"-lm{result['lm_rescore_weight']:g}" if beams > 1 and result.get("lm_rescore_weight") else ""
     return suffix
 
 
@@ -188,11 +193,12 @@ def load_recognizer(
     num_beams: int | None = None,
     ctc_head_weight: float | None = None,
     lexicon_penalty: float | None = None,
+    lm_rescore_weight: float | None = None,
 ) -> Any:
     """A recognizer from `--model`: faster-whisper:SIZE[:COMPUTE], pocketsphinx, or a Tiny Audio model.
 
-    `num_beams`, `ctc_head_weight` and `lexicon_penalty` (ctc_lexicon_penalty) apply to Tiny Audio models only
-    (None: the model's own default); the peers stay greedy, as they are compared."""
+    `num_beams`, `ctc_head_weight`, `lexicon_penalty` (ctc_lexicon_penalty) and `lm_rescore_weight` apply to
+    Tiny Audio models only (None: the model's own default); the peers stay greedy, as they are compared."""
     if spec.startswith("faster-whisper:"):
         parts = spec.split(":")
         return FasterWhisperRecognizer(parts[1], parts[2] if len(parts) > 2 else "int8")
@@ -206,6 +212,8 @@ def load_recognizer(
         options["ctc_head_weight"] = ctc_head_weight
     if lexicon_penalty is not None:
         options["ctc_lexicon_penalty"] = lexicon_penalty
+    if lm_rescore_weight is not None:
+        options["lm_rescore_weight"] = lm_rescore_weight
     if name and precision in PRECISIONS:  # a Tiny Audio model at a CPU precision: default:bfloat16
         return TinyAudioRecognizer(name, precision=precision, **options)
     return TinyAudioRecognizer(spec, **options)

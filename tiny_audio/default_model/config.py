@@ -25,6 +25,9 @@ DEFAULT_GENERATION = {
     "ctc_word_gaps": True,
     # Joint decoding's cost for each word that leaves the model's lexicon (lexicon.txt), if it has one; 0: none.
     "ctc_lexicon_penalty": 0.0,
+    # Beam search only: pick among the beam's finished hypotheses by beam score + this x log P(text) under the
+    # decoder's LLM without its LoRA (ASRModel._rescored); 0: the beam's own best.
+    "lm_rescore_weight": 0.0,
 }
 
 

@@ -9,6 +9,7 @@ Shapes: B batch, L prompt tokens, T encoder frames, C encoder width, N projected
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import warnings
@@ -50,6 +51,22 @@ PIPELINE_TASK = "automatic-speech-recognition"
 COMPONENTS = ("audio_tower", "projector", "language_model")
 PRECISIONS = ("float32", "bfloat16", "int8")
 CTC_TEMPERATURE = 0.05  # see ASRModel._ctc_alignment_loss
+
+
+def _unadapted_copy(model: nn.Module) -> nn.Module:
+    """The base model of a LoRA-wrapped PeftModel as a module of its own, sharing every tensor with `model` except
+    the adapted layers' weights: once the adapters are folded in, those are the only ones that differ (a few MB for
+    SmolLM2's q_proj and v_proj, against 540 MB for a whole copy)."""
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    adapted = [name for name, m in base.named_modules() if isinstance(m, LoraLayer)]
+    own = {id(p) for name in adapted for p in base.get_submodule(name).get_base_layer().parameters()}
+    shared = {id(t): t for t in (*base.parameters(), *base.buffers()) if id(t) not in own}
+    unadapted = copy.deepcopy(base, memo=shared)  # the shared tensors are taken as they are, the rest copied
+    for name in adapted:  # each adapter wrapper gives way to its copied, not yet folded-into, layer
+        unadapted.set_submodule(name, unadapted.get_submodule(name).get_base_layer())
+    return unadapted
 
 
 def _contiguous_lm_head_input(language_model: nn.Module) -> None:
@@ -159,6 +176,8 @@ class ASRModel(PreTrainedModel):
             else None
         )
         self._processor: ASRProcessor | None = None
+        # The LLM without LoRA, for rescoring (see for_inference); not a submodule, so not saved or counted.
+        self._base_lm: nn.Module | None = None
         self._spellings: tuple[Any, list[list[int] | None]] | None = None  # (tokenizer, its tokens, spelled)
         self.lexicon: Lexicon | None = None  # known words for joint decoding (ctc_lexicon_penalty), from lexicon.txt
         # Training only (set by the trainer, never saved): weight of the CTC alignment loss on the projected frames
@@ -404,7 +423,76 @@ class ASRModel(PreTrainedModel):
         beams = int(options.get("num_beams") or 1)
         if beams > 1 and options["use_cache"] and options.get("cache") is None and inputs_embeds.shape[1] > 1:
             options["cache"] = self._shared_prefill(inputs_embeds, attention_mask, beams)
+        rescore = float(options.pop("lm_rescore_weight", 0.0) or 0.0)
+        # Rescoring needs every beam's hypothesis; a caller asking for them (or for generate's full output) gets
+        # the beam's own ranking.
+        if (
+            rescore
+            and beams > 1
+            and not options.get("return_dict_in_generate")
+            and not options.get("num_return_sequences")
+        ):
+            result = self.language_model.generate(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                num_return_sequences=beams,
+                output_scores=True,
+                return_dict_in_generate=True,
+                **options,
+            )
+            return self._rescored(result.sequences, result.sequences_scores, beams, rescore)
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
+
+    def _rescored(self, sequences: torch.Tensor, scores: torch.Tensor, beams: int, weight: float) -> torch.Tensor:
+        """Each clip's best finished hypothesis by beam score + `weight` x log P(text) under the decoder's LLM
+        without its LoRA (rows: beams per clip, best first). Training on a few hours of transcripts leaves the
+        decoder a weaker judge of plain English than the LLM it came from, whose prior then sorts out inflections
+        and word splits the beam ranks wrongly ("relieve" for "relief", "para graph")."""
+        tokenizer = self.processor.tokenizer
+        # generate() ranks by the sum of log-probabilities over the tokens, end token included, divided by their
+        # number (length_penalty 1); the sum is what adds to another log-probability.
+        pad, eos = tokenizer.pad_token_id, self.processor.eos_token_id
+        lengths = (sequences != pad).sum(-1) + int(pad == eos)
+        texts = self.processor.batch_decode(sequences)
+        unique = list(dict.fromkeys(texts))
+        prior = dict(zip(unique, self.text_log_probs(unique), strict=True))
+        total = scores.float() * lengths + weight * torch.tensor([prior[t] for t in texts])
+        best = total.view(-1, beams).argmax(-1) + torch.arange(len(total) // beams, device=total.device) * beams
+        return sequences[best]
+
+    @torch.no_grad()
+    def text_log_probs(self, texts: list[str], batch_size: int = 32) -> list[float]:
+        """log P(text) under the decoder's LLM without its LoRA, from the tokenizer's beginning token (where it
+        has one); the end of the text is not scored, an empty text scores 0."""
+        tokenizer = self.processor.tokenizer
+        start = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        device = self.get_input_embeddings().weight.device
+        out = []
+        with self._base_language_model() as lm:
+            for i in range(0, len(texts), batch_size):
+                rows = [start + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i : i + batch_size]]
+                width = max(2, max(len(r) for r in rows))
+                ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+                logits = lm(input_ids=ids, attention_mask=mask).logits.float()
+                picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+                out += (picked * mask[:, 1:]).sum(-1).tolist()
+        return out
+
+    @contextmanager
+    def _base_language_model(self):
+        """The decoder's LLM as it was before LoRA: its adapters switched off, or the copy `for_inference` keeps
+        when it folds them in."""
+        from peft import PeftModel
+
+        if self._base_lm is not None:
+            yield self._base_lm
+        elif isinstance(self.language_model, PeftModel):
+            with self.language_model.disable_adapter():
+                yield self.language_model
+        else:
+            yield self.language_model
 
     def _shared_prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, beams: int):
         """The KV cache of all but the last prompt position, computed once per clip and repeated for each beam.
@@ -454,6 +542,8 @@ class ASRModel(PreTrainedModel):
         for name in COMPONENTS:
             module = getattr(self, name)
             if isinstance(module, PeftModel):
+                if name == "language_model":
+                    self._base_lm = _unadapted_copy(module)
                 setattr(self, name, module.merge_and_unload())
         if precision == "int8":
             from torch.ao.quantization import quantize_dynamic
@@ -463,7 +553,10 @@ class ASRModel(PreTrainedModel):
                     warnings.simplefilter("ignore")
                     setattr(self, name, quantize_dynamic(getattr(self, name), {nn.Linear}, dtype=torch.qint8))
             _contiguous_lm_head_input(self.language_model)  # the quantized lm_head is a new module
+            self._base_lm = None  # rescoring then switches nothing off: the quantized LLM itself
             return self.eval()
+        if self._base_lm is not None:
+            self._base_lm.to(getattr(torch, precision)).eval()
         return self.to(getattr(torch, precision)).eval()
 
     # ------------------------------------------------------------------------------------------ reporting

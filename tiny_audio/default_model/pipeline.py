@@ -31,6 +31,7 @@ GENERATION_OPTIONS = (
     "ctc_head_weight",
     "ctc_word_gaps",
     "ctc_lexicon_penalty",
+    "lm_rescore_weight",
 )
 
 
