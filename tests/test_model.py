@@ -413,14 +413,29 @@ def test_rescoring_reads_the_llm_without_lora_before_and_after_folding(make_mode
     assert before[2] == 0.0 and all(x < 0 for x in before[:2])
     folded = copy.deepcopy(model).for_inference()
     torch.testing.assert_close(folded.text_log_probs(texts), before)
-    adapted, folded._base_lm = folded._base_lm, None  # the folded LLM itself, LoRA on: another prior
-    assert not torch.allclose(torch.tensor(folded.text_log_probs(texts[:2])), torch.tensor(before[:2]))
-    folded._base_lm = adapted
-    own = {p.data_ptr() for p in folded.language_model.parameters()}
-    copied = [p for p in folded._base_lm.parameters() if p.data_ptr() not in own]
-    assert 0 < sum(p.numel() for p in copied) < 0.5 * sum(p.numel() for p in folded.language_model.parameters())
-    names = {n for n, p in folded._base_lm.named_parameters() if p.data_ptr() not in own}
+    [adapted] = folded._unadapted
+    folded._unadapted.clear()  # the folded LLM itself, LoRA on: another prior
+    folded_lora_prior = folded.text_log_probs(texts[:2])
+    assert not torch.allclose(torch.tensor(folded_lora_prior), torch.tensor(before[:2]))
+    folded._unadapted.append(adapted)
+
+    def copied() -> set[str]:
+        own = {p.data_ptr() for p in folded.language_model.parameters()}
+        return {n for n, p in adapted.named_parameters() if p.data_ptr() not in own}
+
+    names = copied()
     assert names and all(n.endswith(("q_proj.weight", "v_proj.weight")) for n in names), names
+    # to() reaches the copy, which is no submodule (so never saved), and the shared tensors stay shared.
+    folded.to(torch.bfloat16)
+    assert {p.dtype for p in adapted.parameters()} == {torch.bfloat16}
+    assert copied() == names
+    assert {key.split(".")[0] for key in folded.state_dict()} == {"audio_tower", "projector", "language_model"}
+    # int8: the copy is quantized too, and still scores as the LLM without LoRA, not as the adapted one.
+    quantized = copy.deepcopy(model).for_inference("int8")
+    assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in quantized._unadapted[0].modules())
+    lora_on = torch.tensor(folded_lora_prior)
+    plain = torch.tensor(quantized.text_log_probs(texts[:2]))
+    assert (plain - torch.tensor(before[:2])).abs().max() < (lora_on - torch.tensor(before[:2])).abs().max()
 
 
 def test_rescoring_picks_each_clip_s_hypothesis_by_beam_score_plus_weighted_prior(make_model, clips, monkeypatch):

@@ -176,8 +176,9 @@ class ASRModel(PreTrainedModel):
             else None
         )
         self._processor: ASRProcessor | None = None
-        # The LLM without LoRA, for rescoring (see for_inference); not a submodule, so not saved or counted.
-        self._base_lm: nn.Module | None = None
+        # The LLM without LoRA, for rescoring, once for_inference has folded LoRA in. Held in a list, so that it
+        # is no submodule: never saved, counted or listed with the model's own modules.
+        self._unadapted: list[nn.Module] = []
         self._spellings: tuple[Any, list[list[int] | None]] | None = None  # (tokenizer, its tokens, spelled)
         self.lexicon: Lexicon | None = None  # known words for joint decoding (ctc_lexicon_penalty), from lexicon.txt
         # Training only (set by the trainer, never saved): weight of the CTC alignment loss on the projected frames
@@ -451,17 +452,18 @@ class ASRModel(PreTrainedModel):
         tokenizer = self.processor.tokenizer
         # generate() ranks by the sum of log-probabilities over the tokens, end token included, divided by their
         # number (length_penalty 1); the sum is what adds to another log-probability.
-        pad, eos = tokenizer.pad_token_id, self.processor.eos_token_id
+        eos = self.processor.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos  # as generate() pads
         lengths = (sequences != pad).sum(-1) + int(pad == eos)
         texts = self.processor.batch_decode(sequences)
         unique = list(dict.fromkeys(texts))
         prior = dict(zip(unique, self.text_log_probs(unique), strict=True))
-        total = scores.float() * lengths + weight * torch.tensor([prior[t] for t in texts])
+        total = scores.float() * lengths + weight * torch.tensor([prior[t] for t in texts], device=scores.device)
         best = total.view(-1, beams).argmax(-1) + torch.arange(len(total) // beams, device=total.device) * beams
         return sequences[best]
 
     @torch.no_grad()
-    def text_log_probs(self, texts: list[str], batch_size: int = 32) -> list[float]:
+    def text_log_probs(self, texts: list[str], batch_size: int = 8) -> list[float]:
         """log P(text) under the decoder's LLM without its LoRA, from the tokenizer's beginning token (where it
         has one); the end of the text is not scored, an empty text scores 0."""
         tokenizer = self.processor.tokenizer
@@ -475,8 +477,10 @@ class ASRModel(PreTrainedModel):
                 width = max(2, max(len(r) for r in rows))
                 ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
                 mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-                logits = lm(input_ids=ids, attention_mask=mask).logits.float()
-                picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+                # Small batches, and no log_softmax copy of the logits: they are batch x tokens x 49k floats, 150 MB
+                # for 8 texts of a 30 s window (batches of 32 had doubled the peak memory of a long file).
+                logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                picked = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
                 out += (picked * mask[:, 1:]).sum(-1).tolist()
         return out
 
@@ -486,8 +490,8 @@ class ASRModel(PreTrainedModel):
         when it folds them in."""
         from peft import PeftModel
 
-        if self._base_lm is not None:
-            yield self._base_lm
+        if self._unadapted:
+            yield self._unadapted[0]
         elif isinstance(self.language_model, PeftModel):
             with self.language_model.disable_adapter():
                 yield self.language_model
@@ -543,7 +547,7 @@ class ASRModel(PreTrainedModel):
             module = getattr(self, name)
             if isinstance(module, PeftModel):
                 if name == "language_model":
-                    self._base_lm = _unadapted_copy(module)
+                    self._unadapted[:] = [_unadapted_copy(module).eval()]
                 setattr(self, name, module.merge_and_unload())
         if precision == "int8":
             from torch.ao.quantization import quantize_dynamic
@@ -552,12 +556,20 @@ class ASRModel(PreTrainedModel):
                 with warnings.catch_warnings():  # torch marks quantized tensor creation as deprecated; it works
                     warnings.simplefilter("ignore")
                     setattr(self, name, quantize_dynamic(getattr(self, name), {nn.Linear}, dtype=torch.qint8))
+                    if name == "language_model":  # the prior in int8 too
+                        for unadapted in self._unadapted:
+                            quantize_dynamic(unadapted, {nn.Linear}, dtype=torch.qint8, inplace=True)
             _contiguous_lm_head_input(self.language_model)  # the quantized lm_head is a new module
-            self._base_lm = None  # rescoring then switches nothing off: the quantized LLM itself
             return self.eval()
-        if self._base_lm is not None:
-            self._base_lm.to(getattr(torch, precision)).eval()
         return self.to(getattr(torch, precision)).eval()
+
+    def _apply(self, fn, *args, **kwargs):
+        # to(), cuda(), half() and the like reach the unadapted copy too, which is no submodule (not saved); the
+        # tensors it shares with the language model are converted in place once, so they stay shared.
+        super()._apply(fn, *args, **kwargs)
+        for unadapted in getattr(self, "_unadapted", ()):  # _apply also runs while the model is being built
+            unadapted._apply(fn, *args, **kwargs)
+        return self
 
     # ------------------------------------------------------------------------------------------ reporting
     def parameter_report(self) -> dict[str, dict[str, int]]:

@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -562,6 +563,12 @@ def train(
     # interpreter's exit can abort a rank ("terminate called without an active exception") after a good run.
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
+    if trainer.accelerator.num_processes > 1:
+        # gloo's worker thread frees the last barrier's work after it completes, and needs the GIL for that. Were
+        # the DDP reducer (which holds the group) freed first, the group's destructor would join that thread while
+        # holding the GIL: a rank hung at exit after a good run (a CI run, py-spy: ~ProcessGroupGloo joining a
+        # thread in ~AsyncBarrierWork, waiting for the GIL). A moment without the GIL lets the thread finish first.
+        time.sleep(0.2)
     return final
 
 
