@@ -109,6 +109,15 @@ def info(
 # ----------------------------------------------------------------------------------------------- transcribe
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au"}
 FORMATS = ("txt", "json", "srt", "vtt")
+# `transcribe` and `eval` take it alike.
+LMRescoreWeight = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Beam search: weight of the LLM-without-LoRA's log-probability in picking among the beam's "
+        "hypotheses (0: off; default: the model's own).",
+    ),
+]
 
 
 def _audio_files(inputs: list[Path]) -> list[Path]:
@@ -149,14 +158,7 @@ def transcribe(
         float | None,
         typer.Option(min=0.0, help="Joint decoding's cost per word outside the model's lexicon (0: off)."),
     ] = None,
-    lm_rescore_weight: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Beam search: weight of the LLM-without-LoRA's log-probability in picking among the beam's "
-            "hypotheses (0: off; default: the model's own).",
-        ),
-    ] = None,
+    lm_rescore_weight: LMRescoreWeight = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Most tokens per clip or window.")] = None,
     do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy/beam search.")] = False,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature.")] = None,
@@ -359,14 +361,7 @@ def eval_(
         float | None,
         typer.Option(min=0.0, help="Joint decoding's cost per word outside the model's lexicon."),
     ] = None,
-    lm_rescore_weight: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0,
-            help="Beam search: weight of the LLM-without-LoRA's log-probability in picking among the beam's "
-            "hypotheses (0: off; default: the model's own).",
-        ),
-    ] = None,
+    lm_rescore_weight: LMRescoreWeight = None,
 ) -> None:
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
