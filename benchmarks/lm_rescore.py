@@ -30,6 +30,7 @@ from _shared import shared_data
 from tiny_audio.audio import load_audio
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import normalize_text
+from tiny_audio.model import scored_lengths, text_log_probs
 
 
 def nbest(args: argparse.Namespace) -> None:
@@ -56,15 +57,13 @@ def nbest(args: argparse.Namespace) -> None:
                     output_scores=True,
                     return_dict_in_generate=True,
                 )
-            eos, pad = model.processor.eos_token_id, model.processor.tokenizer.pad_token_id
+            lengths = scored_lengths(result.sequences, model.processor.tokenizer, model.processor.eos_token_id)
+            texts = model.processor.batch_decode(result.sequences)
             for i, (row, _) in enumerate(batch):
-                hyps = []
-                for j in range(beams):
-                    ids = result.sequences[i * beams + j].tolist()
-                    length = sum(1 for t in ids if t != pad) + (pad == eos)  # the tokens scored, eos included
-                    text = model.processor.decode(result.sequences[i * beams + j])
-                    score = float(result.sequences_scores[i * beams + j])
-                    hyps.append({"text": text, "score": score, "tokens": length})
+                hyps = [
+                    {"text": texts[k], "score": float(result.sequences_scores[k]), "tokens": int(lengths[k])}
+                    for k in range(i * beams, (i + 1) * beams)
+                ]
                 line = {"id": row["id"], "source": row.get("source", ""), "reference": row["text"], "hyps": hyps}
                 out.write(json.dumps(line) + "\n")
             out.flush()
@@ -97,24 +96,6 @@ def load_lm(name: str):
     return tokenizer, model.eval()
 
 
-def lm_log_probs(tokenizer, model, texts: list[str], batch_size: int = 16) -> list[float]:
-    """log P(text) under the LM, from its beginning-of-text token; the end of text is not scored."""
-    bos = tokenizer.bos_token_id
-    scores = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start : start + batch_size]
-        ids = [([bos] if bos is not None else []) + tokenizer(t, add_special_tokens=False)["input_ids"] for t in chunk]
-        width = max(len(x) for x in ids)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, input_ids[:, 1:, None])[..., 0]
-        scores += (logp * mask[:, 1:]).sum(-1).tolist()
-    return scores
-
-
 def wer(clips: list[dict], pick) -> float:
     refs = [normalize_text(c["reference"]) for c in clips]
     hyps = [normalize_text(pick(c)["text"]) for c in clips]
@@ -130,7 +111,7 @@ def rescore(args: argparse.Namespace) -> None:
         tokenizer, model = load_lm(args.lm)
         for start in range(0, len(texts), 256):
             part = texts[start : start + 256]
-            known.update(zip(part, lm_log_probs(tokenizer, model, part), strict=True))
+            known.update(zip(part, text_log_probs(model, tokenizer, part), strict=True))
             print(f"scored {start + len(part)}/{len(texts)}", file=sys.stderr, flush=True)
         cache.write_text(json.dumps(known))
     even, odd = clips[::2], clips[1::2]

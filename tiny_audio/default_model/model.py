@@ -69,6 +69,34 @@ def _unadapted_copy(model: nn.Module) -> nn.Module:
     return unadapted
 
 
+def scored_lengths(sequences: torch.Tensor, tokenizer: Any, eos_token_id: int) -> torch.Tensor:
+    """How many tokens generate() scored in each row of its output, end token included: what it divided each beam
+    hypothesis's summed log-probability by (length_penalty 1) to give `sequences_scores`."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_id  # as generate() pads
+    return (sequences != pad).sum(-1) + int(pad == eos_token_id)
+
+
+@torch.no_grad()
+def text_log_probs(lm: nn.Module, tokenizer: Any, texts: list[str], batch_size: int = 8) -> list[float]:
+    """log P(text) under a causal LM, from the tokenizer's beginning token (where it has one); the end of the text
+    is not scored, an empty text scores 0."""
+    start = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = lm.get_input_embeddings().weight.device
+    out = []
+    for i in range(0, len(texts), batch_size):
+        rows = [start + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i : i + batch_size]]
+        width = max(2, max(len(r) for r in rows))
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        # Small batches, and no log_softmax copy of the logits: they are batch x tokens x 49k floats, 150 MB for 8
+        # texts of a 30 s window (batches of 32 had doubled the peak memory of a long file).
+        logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        picked = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
+        out += (picked * mask[:, 1:]).sum(-1).tolist()
+    return out
+
+
 def _contiguous_lm_head_input(language_model: nn.Module) -> None:
     """Hand the LM head a contiguous input. At generation's first step the head gets the last position of each
     row, a strided slice [batch, 1, dim]; with a frozen weight, torch's matmul then copies the whole weight once per
@@ -449,12 +477,9 @@ class ASRModel(PreTrainedModel):
         without its LoRA (rows: beams per clip, best first). Training on a few hours of transcripts leaves the
         decoder a weaker judge of plain English than the LLM it came from, whose prior then sorts out inflections
         and word splits the beam ranks wrongly ("relieve" for "relief", "para graph")."""
-        tokenizer = self.processor.tokenizer
         # generate() ranks by the sum of log-probabilities over the tokens, end token included, divided by their
         # number (length_penalty 1); the sum is what adds to another log-probability.
-        eos = self.processor.eos_token_id
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos  # as generate() pads
-        lengths = (sequences != pad).sum(-1) + int(pad == eos)
+        lengths = scored_lengths(sequences, self.processor.tokenizer, self.processor.eos_token_id)
         texts = self.processor.batch_decode(sequences)
         unique = list(dict.fromkeys(texts))
         prior = dict(zip(unique, self.text_log_probs(unique), strict=True))
@@ -462,27 +487,10 @@ class ASRModel(PreTrainedModel):
         best = total.view(-1, beams).argmax(-1) + torch.arange(len(total) // beams, device=total.device) * beams
         return sequences[best]
 
-    @torch.no_grad()
-    def text_log_probs(self, texts: list[str], batch_size: int = 8) -> list[float]:
-        """log P(text) under the decoder's LLM without its LoRA, from the tokenizer's beginning token (where it
-        has one); the end of the text is not scored, an empty text scores 0."""
-        tokenizer = self.processor.tokenizer
-        start = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        device = self.get_input_embeddings().weight.device
-        out = []
+    def text_log_probs(self, texts: list[str]) -> list[float]:
+        """log P(text) under the decoder's LLM without its LoRA (see the module's text_log_probs)."""
         with self._base_language_model() as lm:
-            for i in range(0, len(texts), batch_size):
-                rows = [start + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[i : i + batch_size]]
-                width = max(2, max(len(r) for r in rows))
-                ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-                # Small batches, and no log_softmax copy of the logits: they are batch x tokens x 49k floats, 150 MB
-                # for 8 texts of a 30 s window (batches of 32 had doubled the peak memory of a long file).
-                logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-                picked = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
-                out += (picked * mask[:, 1:]).sum(-1).tolist()
-        return out
+            return text_log_probs(lm, self.processor.tokenizer, texts)
 
     @contextmanager
     def _base_language_model(self):
