@@ -22,6 +22,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import torch
@@ -30,7 +31,14 @@ from _shared import shared_data
 from tiny_audio.audio import load_audio
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import normalize_text
-from tiny_audio.model import scored_lengths, text_log_probs
+from tiny_audio.model import text_log_probs
+
+
+def scored_lengths(sequences: torch.Tensor, tokenizer: Any, eos_token_id: int) -> torch.Tensor:
+    """How many tokens generate() scored in each row of its output, end token included: what it divided each beam
+    hypothesis's summed log-probability by (length_penalty 1) to give `sequences_scores`."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_id  # as generate() pads
+    return (sequences != pad).sum(-1) + int(pad == eos_token_id)
 
 
 def nbest(args: argparse.Namespace) -> None:

@@ -7,8 +7,10 @@ import copy
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from tiny_audio import ASRConfig, ASRModel
+from tiny_audio.model import _unadapted_copy
 from tiny_audio.testing import DECODERS, ENCODERS, tiny_decoder_config, tiny_encoder_config
 
 PAIRS = [(e, d) for e in ENCODERS for d in DECODERS]
@@ -409,7 +411,12 @@ def test_rescoring_reads_the_llm_without_lora_before_and_after_folding(make_mode
             if "lora_B" in name:
                 p.normal_(0, 0.5)
     texts = ["the cat sat", "a dog ran off", ""]
-    before = model.text_log_probs(texts)
+    # Unfolded, the prior is a view that shares every tensor, and the adapters stay on for any other thread.
+    view = _unadapted_copy(model.language_model, folded=False)
+    assert {p.data_ptr() for p in view.parameters()} <= {p.data_ptr() for p in model.language_model.parameters()}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(model.language_model), "disable_adapter", None)
+        before = model.text_log_probs(texts)
     assert before[2] == 0.0 and all(x < 0 for x in before[:2])
     folded = copy.deepcopy(model).for_inference()
     torch.testing.assert_close(folded.text_log_probs(texts), before)
@@ -464,3 +471,48 @@ def test_rescoring_picks_each_clip_s_hypothesis_by_beam_score_plus_weighted_prio
     assert torch.equal(
         model.generate(**batch, max_new_tokens=6, lm_rescore_weight=1.0), model.generate(**batch, max_new_tokens=6)
     )
+
+
+class _EndEarly(LogitsProcessor):
+    """Makes the end token likely after a row's second token, so that some hypotheses end and some run on."""
+
+    def __init__(self, eos: int):
+        self.eos = eos
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] >= 2:
+            scores[:, self.eos] += 20.0 * (input_ids[:, -1] % 2 == 0)
+        return scores
+
+
+@pytest.mark.parametrize("joint", [False, True], ids=["llm", "llm+ctc"])
+def test_rescoring_sums_each_hypothesis_as_beam_search_does_without_output_scores(make_model, clips, monkeypatch,
+                                                                                   joint):  # fmt: skip
+    """Rescoring reads each hypothesis's summed score from HypothesisScores, not from generate()'s output_scores
+    (which keeps every step's scores: GBs on a long file). The sums equal what generate() returns with them, for
+    hypotheses that end and for those that reach the token limit, also behind the CTC scorer."""
+    from tiny_audio.ctc import CTCHead
+
+    model = make_model()
+    options = {"num_beams": 4, "max_new_tokens": 5}
+    eos = model.processor.eos_token_id
+    options["logits_processor"] = LogitsProcessorList([_EndEarly(eos)])
+    if joint:
+        model.ctc_head = CTCHead(model.config.audio_config.hidden_size, 16).eval()
+        options["ctc_head_weight"] = 0.5
+    batch = model.processor(clips)
+    full = model.generate(**batch, **options, num_return_sequences=4, output_scores=True, return_dict_in_generate=True)
+    seen = {}
+
+    def capture(sequences, sums, beams, weight):
+        seen.update(sequences=sequences, sums=sums)
+        return sequences[::beams]
+
+    monkeypatch.setattr(model, "_rescored", capture)
+    model.generate(**batch, **options, lm_rescore_weight=0.1)
+    assert torch.equal(seen["sequences"], full.sequences)
+    ends = (full.sequences == eos).any(-1)
+    assert ends.any() and not ends.all(), "both kinds of hypothesis are checked"
+    # generate() divides each sum by the tokens it scored: up to the first end token, or all of them.
+    lengths = torch.where(ends, (full.sequences == eos).int().argmax(-1) + 1, full.sequences.shape[1])
+    torch.testing.assert_close(seen["sums"] / lengths, full.sequences_scores.double(), rtol=0, atol=1e-6)
