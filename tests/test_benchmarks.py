@@ -90,7 +90,13 @@ def test_ctc_weight_sweep_runs_each_setting_and_refuses_a_model_without_a_head(m
 
 
 def test_lm_rescore_keeps_every_beam_hypothesis_and_sweeps_weights_on_halves(make_model, backbones, tmp_path):
-    make_model().save_pretrained(tmp_path / "m")
+    from tiny_audio.ctc import CTCHead
+
+    model = make_model()
+    model.config.ctc_head_dim = 16
+    model.ctc_head = CTCHead(model.config.audio_config.hidden_size, 16)
+    model.config.generation_defaults["ctc_head_weight"] = 0.2
+    model.save_pretrained(tmp_path / "m")
     dev_data(tmp_path / "data", ["the cat sat", "hello world", "yes", "no"])
     nbest, out = tmp_path / "nbest.jsonl", tmp_path / "rescore.json"
     script = str(ROOT / "benchmarks" / "lm_rescore.py")
@@ -101,15 +107,17 @@ def test_lm_rescore_keeps_every_beam_hypothesis_and_sweeps_weights_on_halves(mak
     again = subprocess.run(command[:-2], capture_output=True, text=True, timeout=600)  # resumes: the 4th clip only
     assert again.returncode == 0, again.stderr[-2000:]
     clips = [json.loads(line) for line in nbest.read_text().splitlines()]
-    assert len(clips) == 4 and len({c["id"] for c in clips}) == 4
-    assert all(len(c["hyps"]) == 2 and all(h["tokens"] > 0 for h in c["hyps"]) for c in clips)
+    assert len(clips) == 4 and len({c["id"] for c in clips}) == 4 and {c["ctc_weight"] for c in clips} == {0.2}
+    assert all(len(c["hyps"]) == 2 and all(h["sum"] < 0 and h["ctc"] <= 0 for h in c["hyps"]) for c in clips)
     _, lm = backbones()
     command = [sys.executable, script, "rescore", str(nbest), "--lm", lm, "--weight", "0", "1",
-               "--bonus", "0", "--output", str(out)]  # fmt: skip
+               "--ctc-weight", "0.5", "--bonus", "0", "--output", str(out)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["clips"] == 4 and set(report["beam_top"]) == {"all", "even", "odd"}
     assert report["oracle"] <= report["beam_top"]["all"]
-    assert [r["weight"] for r in report["sweep_without_bonus"]] == [0, 1]
-    assert len(report["best_on_even"]) == 4  # 2 weights x 1 bonus x (summed, length-normalized)
+    sweep = {(r["weight"], r["ctc_weight"]): r for r in report["sweep_without_bonus"]}
+    assert set(sweep) == {(0, 0.2), (0, 0.5), (1, 0.2), (1, 0.5)}  # the search's CTC weight is always swept
+    assert all(report["oracle"] <= r["all"] for r in sweep.values())
+    assert len(report["best_on_even"]) == 4  # 2 weights x 2 CTC weights x 1 bonus

@@ -99,6 +99,22 @@ def test_transcribe_stream_prints_the_same_text_as_a_batch(make_model, tmp_path)
     assert bad.returncode == 2 and "--stream prints plain text" in bad.stderr
 
 
+def test_transcribe_takes_the_rescoring_weights(make_model, tmp_path):
+    from tiny_audio.ctc import CTCHead
+
+    model = make_model()
+    model.config.ctc_head_dim = 16
+    model.ctc_head = CTCHead(model.config.audio_config.hidden_size, 16)
+    model.config.generation_defaults.update(num_beams=3, ctc_head_weight=0.2)
+    model.save_pretrained(tmp_path / "m")
+    sf.write(tmp_path / "a.flac", tone(1.5, 300), 16000)
+    common = ["transcribe", str(tmp_path / "a.flac"), "--model", str(tmp_path / "m"), "--max-new-tokens", "5"]
+    result = run(*common, "--lm-rescore-weight", "0.3", "--ctc-rescore-weight", "0.5")
+    assert result.returncode == 0, result.stderr
+    negative = run(*common, "--ctc-rescore-weight", "-1")
+    assert negative.returncode == 2 and "Traceback" not in negative.stderr
+
+
 def test_transcribe_formats_and_output_dir(make_model, tmp_path):
     make_model().save_pretrained(tmp_path / "m")
     sf.write(tmp_path / "a.flac", tone(1.0), 16000)

@@ -235,6 +235,43 @@ def test_card_tells_greedy_from_beam_results_and_indexes_the_default_decoding(ma
     assert "| this model | dev | 20.00 |" in alone
 
 
+def test_rescoring_weights_are_named_recorded_and_carded_as_the_model_decodes(make_model, tmp_path):
+    """The LM and CTC rescoring weights decode by default from config.json; `tiny-audio eval` names and records
+    them (folder suffix included), and the card labels its rows with them and indexes the default's."""
+    from tiny_audio.ctc import CTCHead
+    from tiny_audio.hub import model_card
+    from tiny_audio.peers import decoding_suffix, load_recognizer
+
+    model = make_model()
+    model.config.ctc_head_dim = 16
+    model.ctc_head = CTCHead(model.config.audio_config.hidden_size, 16)
+    model.config.generation_defaults.update(
+        num_beams=4, ctc_head_weight=0.2, lm_rescore_weight=0.3, ctc_rescore_weight=0.5
+    )
+    model.save_pretrained(tmp_path / "m")
+    own = load_recognizer(str(tmp_path / "m"))
+    described = own.describe()
+    assert (described["lm_rescore_weight"], described["ctc_rescore_weight"]) == (0.3, 0.5)
+    assert "(LM rescoring 0.3) (CTC rescoring 0.5)" in own.name
+    assert decoding_suffix(described) == "-beams4-ctc0.2-lm0.3-rctc0.5"
+    # Asked for, the search's own weight switches CTC rescoring off; greedy decoding has nothing to rescore.
+    same = load_recognizer(str(tmp_path / "m"), ctc_rescore_weight=0.2).describe()
+    assert decoding_suffix(same) == "-beams4-ctc0.2-lm0.3"
+    greedy = load_recognizer(str(tmp_path / "m"), num_beams=1).describe()
+    assert decoding_suffix(greedy) == "-ctc0.2" and greedy["ctc_rescore_weight"] == 0.2
+    text = own.transcribe([torch.randn(16000).numpy() * 0.1])
+    assert isinstance(text[0], str)
+
+    plain = {"model": "m", "system": "tiny-audio", "data": "dev", "wer": 0.11, "rtfx": 4.0, "num_beams": 4,
+             "ctc_head_weight": 0.2}  # fmt: skip
+    rescored = {**plain, "wer": 0.09, "lm_rescore_weight": 0.3, "ctc_rescore_weight": 0.5}
+    card = model_card(tmp_path / "m", results=[rescored, plain])
+    assert "| this model, beams 4, CTC 0.2, LM rescoring 0.3, CTC rescoring 0.5 | dev | 9.00 |" in card
+    assert "| this model, beams 4, CTC 0.2 | dev | 11.00 |" in card
+    assert "weighs 0.5 instead of the search's 0.2 (`ctc_rescore_weight`)" in card
+    assert [r["metrics"][0]["value"] for r in card_metadata(card)["model-index"][0]["results"]] == [9.0]
+
+
 def test_card_indexes_the_lexicon_decoding_when_the_model_ships_a_lexicon(make_model, tmp_path):
     from tiny_audio.ctc import CTCHead, Lexicon
     from tiny_audio.hub import model_card

@@ -516,3 +516,48 @@ def test_rescoring_sums_each_hypothesis_as_beam_search_does_without_output_score
     # generate() divides each sum by the tokens it scored: up to the first end token, or all of them.
     lengths = torch.where(ends, (full.sequences == eos).int().argmax(-1) + 1, full.sequences.shape[1])
     torch.testing.assert_close(seen["sums"] / lengths, full.sequences_scores.double(), rtol=0, atol=1e-6)
+
+
+def test_ctc_rescoring_reweights_the_head_s_score_of_each_finished_hypothesis(make_model, clips, monkeypatch):
+    """`ctc_rescore_weight` ranks the finished hypotheses with the CTC head at another weight than the search's:
+    each one's total moves by the difference times the CTC log-probability that it is the whole transcript."""
+    from tiny_audio.ctc import SPACE, CTCHead, CTCPrefixScorer
+
+    model = make_model()
+    model.ctc_head = CTCHead(model.config.audio_config.hidden_size, 16).eval()
+    eos = model.processor.eos_token_id
+    options = {"num_beams": 4, "max_new_tokens": 5, "ctc_head_weight": 0.5, "ctc_word_gaps": False}
+    options["logits_processor"] = LogitsProcessorList([_EndEarly(eos)])
+    batch = model.processor(clips)
+    full = model.generate(**batch, **options, num_return_sequences=4, output_scores=True, return_dict_in_generate=True)
+    seen = {}
+    scores_of = CTCPrefixScorer.scores_of
+
+    def spy(scorer, sequences):
+        seen.update(scorer=scorer, ctc=scores_of(scorer, sequences))
+        return seen["ctc"]
+
+    monkeypatch.setattr(CTCPrefixScorer, "scores_of", spy)
+    picked = model.generate(**batch, **options, ctc_rescore_weight=1.5)
+    ctc, x = seen["ctc"], seen["scorer"].x
+    ends = (full.sequences == eos).any(-1)
+    lengths = torch.where(ends, (full.sequences == eos).int().argmax(-1) + 1, full.sequences.shape[1])
+    totals = full.sequences_scores.double() * lengths + (1.5 - 0.5) * ctc
+    want = full.sequences[totals.view(3, 4).argmax(-1) + torch.arange(3) * 4]
+    assert torch.equal(picked, want)
+    assert not torch.equal(picked, full.sequences[::4]), "the new weight overturned the beam's order"
+    # Each finished hypothesis's CTC score is the head's probability of its letters over the clip's frames.
+    spellings = seen["scorer"].spellings
+    checked = 0
+    for row, tokens in enumerate(full.sequences.tolist()):
+        if eos not in tokens:
+            assert torch.isfinite(ctc[row])
+            continue
+        letters = [c for t in tokens[: tokens.index(eos)] for c in spellings[t] if c != SPACE]
+        frames = x.shape[1]  # past a clip's end its frames are certain blanks (CTCHead.padded_log_probs)
+        expected = -torch.nn.functional.ctc_loss(
+            x[row // 4, :, None], torch.tensor([letters]), [frames], [len(letters)], reduction="sum"
+        )
+        torch.testing.assert_close(ctc[row], expected.double(), rtol=1e-6, atol=1e-6)
+        checked += 1
+    assert checked

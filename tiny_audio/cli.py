@@ -118,6 +118,14 @@ LMRescoreWeight = Annotated[
         "hypotheses (0: off; default: the model's own).",
     ),
 ]
+CTCRescoreWeight = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Beam search with the CTC head: its weight in picking among the beam's hypotheses (default: the "
+        "model's own; as --ctc-head-weight if it has none).",
+    ),
+]
 
 
 def _audio_files(inputs: list[Path]) -> list[Path]:
@@ -159,6 +167,7 @@ def transcribe(
         typer.Option(min=0.0, help="Joint decoding's cost per word outside the model's lexicon (0: off)."),
     ] = None,
     lm_rescore_weight: LMRescoreWeight = None,
+    ctc_rescore_weight: CTCRescoreWeight = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Most tokens per clip or window.")] = None,
     do_sample: Annotated[bool, typer.Option("--do-sample", help="Sample instead of greedy/beam search.")] = False,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="Sampling temperature.")] = None,
@@ -221,6 +230,7 @@ def transcribe(
         "ctc_head_weight": ctc_head_weight,
         "ctc_lexicon_penalty": lexicon_penalty,
         "lm_rescore_weight": lm_rescore_weight,
+        "ctc_rescore_weight": ctc_rescore_weight,
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
     }
@@ -362,6 +372,7 @@ def eval_(
         typer.Option(min=0.0, help="Joint decoding's cost per word outside the model's lexicon."),
     ] = None,
     lm_rescore_weight: LMRescoreWeight = None,
+    ctc_rescore_weight: CTCRescoreWeight = None,
 ) -> None:
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
@@ -384,6 +395,7 @@ def eval_(
                 ctc_head_weight=ctc_head_weight,
                 lexicon_penalty=lexicon_penalty,
                 lm_rescore_weight=lm_rescore_weight,
+                ctc_rescore_weight=ctc_rescore_weight,
             )
         except ImportError as err:
             raise UserError(

@@ -52,10 +52,13 @@ def model_card(
     # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
     own = [r for r in results if r.get("system", "tiny-audio") == "tiny-audio"]
 
-    def decoding_of(r: dict[str, Any]) -> tuple[int, float, float, bool, float]:
+    def decoding_of(r: dict[str, Any]) -> tuple[int, float, float, bool, float, float]:
         beams, ctc = r.get("num_beams", 1), r.get("ctc_head_weight") or 0.0
         rescore = (r.get("lm_rescore_weight") or 0.0) if beams > 1 else 0.0
-        return beams, ctc, r.get("ctc_lexicon_penalty") or 0.0, r.get("ctc_word_gaps", True) is not False, rescore
+        rescore_ctc = r.get("ctc_rescore_weight")
+        rescore_ctc = ctc if rescore_ctc is None or beams == 1 or not ctc else rescore_ctc
+        gaps = r.get("ctc_word_gaps", True) is not False
+        return beams, ctc, r.get("ctc_lexicon_penalty") or 0.0, gaps, rescore, rescore_ctc
 
     widths = {decoding_of(r) for r in own}
 
@@ -64,10 +67,11 @@ def model_card(
             return r.get("model", "-")
         if len(widths) == 1:
             return "this model"
-        beams, ctc, lexicon, gaps, rescore = decoding_of(r)
+        beams, ctc, lexicon, gaps, rescore, rescore_ctc = decoding_of(r)
         text = "this model, greedy" if beams == 1 else f"this model, beams {beams}"
         text += (f", CTC {ctc:g}" if ctc else "") + ("" if gaps else " without word gaps")
-        return text + (f", lexicon {lexicon:g}" if lexicon else "") + (f", LM rescoring {rescore:g}" if rescore else "")
+        text += (f", lexicon {lexicon:g}" if lexicon else "") + (f", LM rescoring {rescore:g}" if rescore else "")
+        return text + (f", CTC rescoring {rescore_ctc:g}" if rescore_ctc != ctc else "")
 
     labels = [label(r) for r in results]
     # The Hub's model-index lists the score of the model as it runs by default (its own decoding).
@@ -77,7 +81,10 @@ def model_card(
     default_lexicon = config.generation_defaults.get("ctc_lexicon_penalty", 0.0) if has_lexicon and default_ctc else 0.0
     default_gaps = not default_ctc or config.generation_defaults.get("ctc_word_gaps", True)
     default_rescore = config.generation_defaults.get("lm_rescore_weight", 0.0) if default_beams > 1 else 0.0
-    default = (default_beams, default_ctc, default_lexicon, default_gaps, default_rescore)
+    default_rescore_ctc = config.generation_defaults.get("ctc_rescore_weight")
+    if default_rescore_ctc is None or default_beams == 1 or not default_ctc:
+        default_rescore_ctc = default_ctc
+    default = (default_beams, default_ctc, default_lexicon, default_gaps, default_rescore, default_rescore_ctc)
     indexed = [r for r in own if decoding_of(r) == default] or own
     eval_results = [
         EvalResult(
@@ -149,6 +156,12 @@ def model_card(
             "\nThe beam's finished hypotheses are then ranked again: each gets its beam score plus"
             f" {default_rescore:g} x its log-probability under the language model without LoRA"
             f' (`lm_rescore_weight`; `asr("audio.flac", lm_rescore_weight=0)` keeps the beam\'s own best).\n'
+        )
+    if default_rescore_ctc != default_ctc:
+        decoding += (
+            f"\n{'There' if default_rescore else 'When the beam has finished, its hypotheses are ranked again:'}"
+            f" the CTC head's log-probability of each weighs {default_rescore_ctc:g} instead of the search's"
+            f" {default_ctc:g} (`ctc_rescore_weight`).\n"
         )
     body = f"""
 # {name}

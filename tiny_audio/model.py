@@ -15,7 +15,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -389,11 +389,14 @@ class ASRModel(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         **generate_kwargs: Any,
     ) -> torch.Tensor:
-        """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache."""
+        """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache. With a beam
+        and `return_hypotheses=True`, every finished hypothesis with its scores instead (Hypotheses)."""
         options = {**self.config.generation_defaults, **generate_kwargs}
         head_weight = float(options.pop("ctc_head_weight", 0.0) or 0.0)
         word_gaps = bool(options.pop("ctc_word_gaps", True))
         lexicon_penalty = float(options.pop("ctc_lexicon_penalty", 0.0) or 0.0)
+        ctc_rescore = options.pop("ctc_rescore_weight", None)
+        scorer = None
         if head_weight and self.ctc_head is not None:
             if lexicon_penalty and self.lexicon is None:
                 raise ValueError("ctc_lexicon_penalty needs a lexicon: this model has no lexicon.txt")
@@ -450,10 +453,13 @@ class ASRModel(PreTrainedModel):
         if beams > 1 and options["use_cache"] and options.get("cache") is None and inputs_embeds.shape[1] > 1:
             options["cache"] = self._shared_prefill(inputs_embeds, attention_mask, beams)
         rescore = float(options.pop("lm_rescore_weight", 0.0) or 0.0)
+        # The CTC head's weight when the finished hypotheses are ranked again, if not the search's own.
+        ctc_shift = float(ctc_rescore) - head_weight if scorer is not None and ctc_rescore is not None else 0.0
+        every = bool(options.pop("return_hypotheses", False))
         # Rescoring needs every beam's hypothesis; a caller asking for them (or for generate's full output) gets
         # the beam's own ranking.
         if (
-            rescore
+            (rescore or ctc_shift or every)
             and beams > 1
             and not options.get("return_dict_in_generate")
             and not options.get("num_return_sequences")
@@ -464,19 +470,30 @@ class ASRModel(PreTrainedModel):
             sequences = self.language_model.generate(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, num_return_sequences=beams, **options
             )
-            return self._rescored(sequences, sums.of(sequences), beams, rescore)
+            totals = sums.of(sequences)
+            ctc = scorer.scores_of(sequences) if scorer is not None else None
+            if every:
+                return Hypotheses(sequences, totals, ctc, head_weight if scorer is not None else 0.0)
+            if ctc_shift:
+                totals += ctc_shift * ctc
+            return self._rescored(sequences, totals, beams, rescore)
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
 
-    def _rescored(self, sequences: torch.Tensor, sums: torch.Tensor, beams: int, weight: float) -> torch.Tensor:
-        """Each clip's best finished hypothesis by beam score + `weight` x log P(text) under the decoder's LLM
-        without its LoRA (rows: beams per clip, best first; `sums`: what the beam summed for each, see
-        HypothesisScores). Training on a few hours of transcripts leaves the decoder a weaker judge of plain
-        English than the LLM it came from, whose prior then sorts out inflections and word splits the beam ranks
-        wrongly ("relieve" for "relief", "para graph")."""
-        texts = self.processor.batch_decode(sequences)
-        unique = list(dict.fromkeys(texts))
-        prior = dict(zip(unique, self.text_log_probs(unique), strict=True))
-        total = sums.double() + weight * torch.tensor([prior[t] for t in texts], dtype=torch.float64)
+    def _rescored(self, sequences: torch.Tensor, totals: torch.Tensor, beams: int, weight: float) -> torch.Tensor:
+        """Each clip's best finished hypothesis by `totals` (what the beam summed for each, see HypothesisScores,
+        its CTC part reweighted where `ctc_rescore_weight` asks) + `weight` x log P(text) under the decoder's LLM
+        without its LoRA (rows: beams per clip, best first).
+
+        Training on a few hours of transcripts leaves the decoder a weaker judge of plain English than the LLM it
+        came from, whose prior then sorts out inflections and word splits the beam ranks wrongly ("relieve" for
+        "relief", "para graph"); and once the hypotheses are finished, the CTC head's check of their letters can
+        weigh more than the search could give it (benchmarks/lm_rescore.py)."""
+        total = totals.double()
+        if weight:
+            texts = self.processor.batch_decode(sequences)
+            unique = list(dict.fromkeys(texts))
+            prior = dict(zip(unique, self.text_log_probs(unique), strict=True))
+            total += weight * torch.tensor([prior[t] for t in texts], dtype=torch.float64)
         best = total.view(-1, beams).argmax(-1) + torch.arange(len(total) // beams) * beams
         return sequences[best.to(sequences.device)]
 
@@ -681,6 +698,16 @@ class ASRModel(PreTrainedModel):
         if device is not None:
             model = model.to(device)
         return model.eval()
+
+
+class Hypotheses(NamedTuple):
+    """All of a beam search's finished hypotheses (`generate(..., return_hypotheses=True)`): `num_beams` rows a
+    clip, each clip's best first by the beam's own (length-normalized) ranking."""
+
+    sequences: torch.Tensor  # new tokens only, padded
+    sums: torch.Tensor  # the summed score of each (HypothesisScores): LLM, CTC and lexicon parts together
+    ctc: torch.Tensor | None  # the CTC head's log-probability of each (CTCPrefixScorer.scores_of); None without it
+    ctc_weight: float  # the CTC head's weight in `sums`
 
 
 class HypothesisScores(LogitsProcessor):

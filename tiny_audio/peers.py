@@ -41,6 +41,8 @@ class TinyAudioRecognizer:
         self.lexicon_penalty = float(setting("ctc_lexicon_penalty", 0.0)) if self.ctc_head_weight else 0.0
         self.word_gaps = bool(setting("ctc_word_gaps", True)) if self.ctc_head_weight else True
         self.lm_rescore_weight = float(setting("lm_rescore_weight", 0.0)) if self.num_beams > 1 else 0.0
+        rescore_ctc = setting("ctc_rescore_weight", None) if self.num_beams > 1 and self.ctc_head_weight else None
+        self.ctc_rescore_weight = self.ctc_head_weight if rescore_ctc is None else float(rescore_ctc)
         # The word list is part of what decodes: an eval resumed after swapping lexicon.txt must not mix two lists.
         lexicon = self.model.lexicon if self.lexicon_penalty else None
         self.lexicon_sha256 = _words_digest(lexicon.sorted) if lexicon is not None else None
@@ -55,6 +57,8 @@ class TinyAudioRecognizer:
             self.name += f" (lexicon {self.lexicon_penalty:g})"
         if self.lm_rescore_weight:
             self.name += f" (LM rescoring {self.lm_rescore_weight:g})"
+        if self.ctc_rescore_weight != self.ctc_head_weight:
+            self.name += f" (CTC rescoring {self.ctc_rescore_weight:g})"
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
         if device.type == "cuda":  # bf16 on a GPU, whatever the CPU precision asked
             self.model = self.model.for_inference("bfloat16").to(device)
@@ -78,6 +82,7 @@ class TinyAudioRecognizer:
             "ctc_lexicon_penalty": self.lexicon_penalty,
             "ctc_word_gaps": self.word_gaps,
             "lm_rescore_weight": self.lm_rescore_weight,
+            "ctc_rescore_weight": self.ctc_rescore_weight,
             "weights_sha256": self.weights_sha256,
             "lexicon_sha256": self.lexicon_sha256,
         }
@@ -92,6 +97,8 @@ def decoding_suffix(result: dict[str, Any]) -> str:
         suffix += f"-ctc{weight:g}" + ("-nogaps" if result.get("ctc_word_gaps") is False else "")
         suffix += f"-lex{result['ctc_lexicon_penalty']:g}" if result.get("ctc_lexicon_penalty") else ""
     suffix += f"-lm{result['lm_rescore_weight']:g}" if beams > 1 and result.get("lm_rescore_weight") else ""
+    rescore_ctc = result.get("ctc_rescore_weight")
+    suffix += f"-rctc{rescore_ctc:g}" if beams > 1 and weight and rescore_ctc not in (None, weight) else ""
     return suffix
 
 
@@ -194,11 +201,13 @@ def load_recognizer(
     ctc_head_weight: float | None = None,
     lexicon_penalty: float | None = None,
     lm_rescore_weight: float | None = None,
+    ctc_rescore_weight: float | None = None,
 ) -> Any:
     """A recognizer from `--model`: faster-whisper:SIZE[:COMPUTE], pocketsphinx, or a Tiny Audio model.
 
-    `num_beams`, `ctc_head_weight`, `lexicon_penalty` (ctc_lexicon_penalty) and `lm_rescore_weight` apply to
-    Tiny Audio models only (None: the model's own default); the peers stay greedy, as they are compared."""
+    `num_beams`, `ctc_head_weight`, `lexicon_penalty` (ctc_lexicon_penalty), `lm_rescore_weight` and
+    `ctc_rescore_weight` apply to Tiny Audio models only (None: the model's own default); the peers stay greedy,
+    as they are compared."""
     if spec.startswith("faster-whisper:"):
         parts = spec.split(":")
         return FasterWhisperRecognizer(parts[1], parts[2] if len(parts) > 2 else "int8")
@@ -214,6 +223,8 @@ def load_recognizer(
         options["ctc_lexicon_penalty"] = lexicon_penalty
     if lm_rescore_weight is not None:
         options["lm_rescore_weight"] = lm_rescore_weight
+    if ctc_rescore_weight is not None:
+        options["ctc_rescore_weight"] = ctc_rescore_weight
     if name and precision in PRECISIONS:  # a Tiny Audio model at a CPU precision: default:bfloat16
         return TinyAudioRecognizer(name, precision=precision, **options)
     return TinyAudioRecognizer(spec, **options)
