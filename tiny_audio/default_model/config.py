@@ -28,6 +28,9 @@ DEFAULT_GENERATION = {
     # Beam search only: pick among the beam's finished hypotheses by beam score + this x log P(text) under the
     # decoder's LLM without its LoRA (ASRModel._rescored); 0: the beam's own best.
     "lm_rescore_weight": 0.0,
+    # Beam search with the CTC head: its weight when the finished hypotheses are ranked again (with or without the
+    # LLM prior above); None: the search's own ctc_head_weight.
+    "ctc_rescore_weight": None,
 }
 
 

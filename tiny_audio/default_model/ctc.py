@@ -287,6 +287,7 @@ class CTCPrefixScorer(LogitsProcessor):
         self.spellings, self.eos, self.weight, self.beams = spellings, eos_token_id, weight, num_beams
         self.top_k = top_k or max(8, 2 * num_beams)
         self.prefixes: dict[tuple, _Prefix] = {}
+        self.ended: dict[tuple, float] = {}  # (clip, tokens ending in the end token) -> the CTC score it was given
         # Each token's first letter (0: it has none) and whether a space comes first, for the guided candidates.
         first = [next((c for c in spelling or [] if c != SPACE), 0) for spelling in spellings]
         self.first_letter = torch.tensor(first)
@@ -430,7 +431,9 @@ class CTCPrefixScorer(LogitsProcessor):
                 counted = self.lexicon.unknown(prefix.words, last)
             for token in dict.fromkeys([*top[row], *extra[row], self.eos]):
                 if token == self.eos:
-                    out[row, token] = scores[row, token] + self.weight * (self.full_score(prefix) - prefix.psi)
+                    full = self.full_score(prefix)
+                    self.ended[(b, (*tokens, token))] = full
+                    out[row, token] = scores[row, token] + self.weight * (full - prefix.psi)
                     if self.lexicon is not None:  # the last word is finished now
                         left = self.lexicon.unknown_at_end(prefix.words, last) - counted
                         out[row, token] -= self.lexicon_penalty * left
@@ -471,4 +474,21 @@ class CTCPrefixScorer(LogitsProcessor):
         # A row left with no choice (its top tokens all dropped, or the audio spells none of them) ends.
         stuck = ~torch.isfinite(out).any(-1)
         out[stuck, self.eos] = scores[stuck, self.eos]
+        for row in stuck.nonzero()[:, 0].tolist():
+            if row in known:  # it ends with no CTC score added for the end: its score is its prefix's
+                tokens, prefix = known[row]
+                self.ended[(row // self.beams, (*tokens, self.eos))] = prefix.psi
         return out
+
+    def scores_of(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The CTC log-probability joint decoding gave each row of generate()'s output (new tokens only, `num_beams`
+        rows a clip): that it is the whole transcript, up to its end token; for a row that ran to the token limit,
+        that the audio begins with it. Its part in the beam's score is `weight` times this."""
+        out = []
+        for row, tokens in enumerate(sequences.tolist()):
+            b = row // self.beams
+            if self.eos in tokens:
+                out.append(self.ended[(b, tuple(tokens[: tokens.index(self.eos) + 1]))])
+            else:
+                out.append(self.prefixes[(b, tuple(tokens))].psi)
+        return torch.tensor(out, dtype=torch.float64)

@@ -15,7 +15,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -53,27 +53,24 @@ PRECISIONS = ("float32", "bfloat16", "int8")
 CTC_TEMPERATURE = 0.05  # see ASRModel._ctc_alignment_loss
 
 
-def _unadapted_copy(model: nn.Module) -> nn.Module:
-    """The base model of a LoRA-wrapped PeftModel as a module of its own, sharing every tensor with `model` except
-    the adapted layers' weights: once the adapters are folded in, those are the only ones that differ (a few MB for
-    SmolLM2's q_proj and v_proj, against 540 MB for a whole copy)."""
+def _unadapted_copy(model: nn.Module, folded: bool = True) -> nn.Module:
+    """The base model of a LoRA-wrapped PeftModel as a module of its own, sharing every tensor with `model` except,
+    if the adapters are about to be folded in (`folded`), the adapted layers' weights: those are then the only
+    ones that differ (a few MB for SmolLM2's q_proj and v_proj, against 540 MB for a whole copy). Unfolded, it
+    shares them all and costs nothing, and unlike switching the adapters off it leaves `model` as it is for any
+    other thread decoding with it."""
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
     adapted = [name for name, m in base.named_modules() if isinstance(m, LoraLayer)]
-    own = {id(p) for name in adapted for p in base.get_submodule(name).get_base_layer().parameters()}
+    own = (
+        {id(p) for name in adapted for p in base.get_submodule(name).get_base_layer().parameters()} if folded else set()
+    )
     shared = {id(t): t for t in (*base.parameters(), *base.buffers()) if id(t) not in own}
     unadapted = copy.deepcopy(base, memo=shared)  # the shared tensors are taken as they are, the rest copied
-    for name in adapted:  # each adapter wrapper gives way to its copied, not yet folded-into, layer
+    for name in adapted:  # each adapter wrapper gives way to its (copied or shared) base layer
         unadapted.set_submodule(name, unadapted.get_submodule(name).get_base_layer())
     return unadapted
-
-
-def scored_lengths(sequences: torch.Tensor, tokenizer: Any, eos_token_id: int) -> torch.Tensor:
-    """How many tokens generate() scored in each row of its output, end token included: what it divided each beam
-    hypothesis's summed log-probability by (length_penalty 1) to give `sequences_scores`."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_token_id  # as generate() pads
-    return (sequences != pad).sum(-1) + int(pad == eos_token_id)
 
 
 @torch.no_grad()
@@ -392,11 +389,14 @@ class ASRModel(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         **generate_kwargs: Any,
     ) -> torch.Tensor:
-        """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache."""
+        """Generate transcript token ids (new tokens only) for a left-padded batch, with the KV cache. With a beam
+        and `return_hypotheses=True`, every finished hypothesis with its scores instead (Hypotheses)."""
         options = {**self.config.generation_defaults, **generate_kwargs}
         head_weight = float(options.pop("ctc_head_weight", 0.0) or 0.0)
         word_gaps = bool(options.pop("ctc_word_gaps", True))
         lexicon_penalty = float(options.pop("ctc_lexicon_penalty", 0.0) or 0.0)
+        ctc_rescore = options.pop("ctc_rescore_weight", None)
+        scorer = None
         if head_weight and self.ctc_head is not None:
             if lexicon_penalty and self.lexicon is None:
                 raise ValueError("ctc_lexicon_penalty needs a lexicon: this model has no lexicon.txt")
@@ -453,58 +453,65 @@ class ASRModel(PreTrainedModel):
         if beams > 1 and options["use_cache"] and options.get("cache") is None and inputs_embeds.shape[1] > 1:
             options["cache"] = self._shared_prefill(inputs_embeds, attention_mask, beams)
         rescore = float(options.pop("lm_rescore_weight", 0.0) or 0.0)
+        # The CTC head's weight when the finished hypotheses are ranked again, if not the search's own.
+        ctc_shift = float(ctc_rescore) - head_weight if scorer is not None and ctc_rescore is not None else 0.0
+        every = bool(options.pop("return_hypotheses", False))
         # Rescoring needs every beam's hypothesis; a caller asking for them (or for generate's full output) gets
         # the beam's own ranking.
         if (
-            rescore
+            (rescore or ctc_shift or every)
             and beams > 1
             and not options.get("return_dict_in_generate")
             and not options.get("num_return_sequences")
         ):
-            result = self.language_model.generate(
-                inputs_embeds=inputs_embeds,
-                attention_mask=attention_mask,
-                num_return_sequences=beams,
-                output_scores=True,
-                return_dict_in_generate=True,
-                **options,
+            eos = options.get("eos_token_id", self.language_model.generation_config.eos_token_id)
+            sums = HypothesisScores(beams, eos)
+            options["logits_processor"] = LogitsProcessorList([*options.get("logits_processor", []), sums])
+            sequences = self.language_model.generate(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, num_return_sequences=beams, **options
             )
-            return self._rescored(result.sequences, result.sequences_scores, beams, rescore)
+            totals = sums.of(sequences)
+            ctc = scorer.scores_of(sequences) if scorer is not None else None
+            if every:
+                return Hypotheses(sequences, totals, ctc, head_weight if scorer is not None else 0.0)
+            if ctc_shift:
+                totals += ctc_shift * ctc
+            return self._rescored(sequences, totals, beams, rescore)
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
 
-    def _rescored(self, sequences: torch.Tensor, scores: torch.Tensor, beams: int, weight: float) -> torch.Tensor:
-        """Each clip's best finished hypothesis by beam score + `weight` x log P(text) under the decoder's LLM
-        without its LoRA (rows: beams per clip, best first). Training on a few hours of transcripts leaves the
-        decoder a weaker judge of plain English than the LLM it came from, whose prior then sorts out inflections
-        and word splits the beam ranks wrongly ("relieve" for "relief", "para graph")."""
-        # generate() ranks by the sum of log-probabilities over the tokens, end token included, divided by their
-        # number (length_penalty 1); the sum is what adds to another log-probability.
-        lengths = scored_lengths(sequences, self.processor.tokenizer, self.processor.eos_token_id)
-        texts = self.processor.batch_decode(sequences)
-        unique = list(dict.fromkeys(texts))
-        prior = dict(zip(unique, self.text_log_probs(unique), strict=True))
-        total = scores.float() * lengths + weight * torch.tensor([prior[t] for t in texts], device=scores.device)
-        best = total.view(-1, beams).argmax(-1) + torch.arange(len(total) // beams, device=total.device) * beams
-        return sequences[best]
+    def _rescored(self, sequences: torch.Tensor, totals: torch.Tensor, beams: int, weight: float) -> torch.Tensor:
+        """Each clip's best finished hypothesis by `totals` (what the beam summed for each, see HypothesisScores,
+        its CTC part reweighted where `ctc_rescore_weight` asks) + `weight` x log P(text) under the decoder's LLM
+        without its LoRA (rows: beams per clip, best first).
+
+        Training on a few hours of transcripts leaves the decoder a weaker judge of plain English than the LLM it
+        came from, whose prior then sorts out inflections and word splits the beam ranks wrongly ("relieve" for
+        "relief", "para graph"); and once the hypotheses are finished, the CTC head's check of their letters can
+        weigh more than the search could give it (benchmarks/lm_rescore.py)."""
+        total = totals.double()
+        if weight:
+            texts = self.processor.batch_decode(sequences)
+            unique = list(dict.fromkeys(texts))
+            prior = dict(zip(unique, self.text_log_probs(unique), strict=True))
+            total += weight * torch.tensor([prior[t] for t in texts], dtype=torch.float64)
+        best = total.view(-1, beams).argmax(-1) + torch.arange(len(total) // beams) * beams
+        return sequences[best.to(sequences.device)]
 
     def text_log_probs(self, texts: list[str]) -> list[float]:
         """log P(text) under the decoder's LLM without its LoRA (see the module's text_log_probs)."""
-        with self._base_language_model() as lm:
-            return text_log_probs(lm, self.processor.tokenizer, texts)
+        return text_log_probs(self._base_language_model(), self.processor.tokenizer, texts)
 
-    @contextmanager
-    def _base_language_model(self):
-        """The decoder's LLM as it was before LoRA: its adapters switched off, or the copy `for_inference` keeps
-        when it folds them in."""
+    def _base_language_model(self) -> nn.Module:
+        """The decoder's LLM as it was before LoRA: the copy `for_inference` keeps when it folds the adapters in,
+        or else one made for the call that shares every tensor (the adapters of `self` are never switched off,
+        as another thread may be decoding with them)."""
         from peft import PeftModel
 
         if self._unadapted:
-            yield self._unadapted[0]
-        elif isinstance(self.language_model, PeftModel):
-            with self.language_model.disable_adapter():
-                yield self.language_model
-        else:
-            yield self.language_model
+            return self._unadapted[0]
+        if isinstance(self.language_model, PeftModel):
+            return _unadapted_copy(self.language_model, folded=False).eval()
+        return self.language_model
 
     def _shared_prefill(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, beams: int):
         """The KV cache of all but the last prompt position, computed once per clip and repeated for each beam.
@@ -691,6 +698,63 @@ class ASRModel(PreTrainedModel):
         if device is not None:
             model = model.to(device)
         return model.eval()
+
+
+class Hypotheses(NamedTuple):
+    """All of a beam search's finished hypotheses (`generate(..., return_hypotheses=True)`): `num_beams` rows a
+    clip, each clip's best first by the beam's own (length-normalized) ranking."""
+
+    sequences: torch.Tensor  # new tokens only, padded
+    sums: torch.Tensor  # the summed score of each (HypothesisScores): LLM, CTC and lexicon parts together
+    ctc: torch.Tensor | None  # the CTC head's log-probability of each (CTCPrefixScorer.scores_of); None without it
+    ctc_weight: float  # the CTC head's weight in `sums`
+
+
+class HypothesisScores(LogitsProcessor):
+    """Records what beam search sums for each hypothesis: the processed log-probabilities of its tokens, end token
+    included (the score before generate() divides it by the length). Put it last among the logits processors,
+    with the beam's rows in clips of `beams`, then read `of(sequences)` after generate().
+
+    generate() returns these scores only with `output_scores=True`, which also keeps every step's scores over the
+    whole vocabulary (batch x beams x 49k floats a step: 1.7 GB more at the peak of a 5-min file); this keeps the
+    last step's. Rows are matched to the previous step's prefixes by their tokens, as beam search reorders rows,
+    and the sums are added in float32 in generate()'s order, so they equal its own."""
+
+    def __init__(self, beams: int, eos_token_id: int | list[int] | None):
+        self.beams = beams
+        self.eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+        self.ended: dict[tuple, float] = {}  # (clip, tokens ending in an end token) -> its sum
+        self._rows: dict[tuple, int] = {}  # the last step's (clip, prefix) -> its row
+        self._sums = torch.zeros(0)  # the last step's prefix sums, by row
+        self._scores = torch.zeros(0, 0)  # and its scores
+
+    def _sum_of(self, clip: int, tokens: tuple[int, ...]) -> torch.Tensor:
+        if not tokens:
+            return torch.zeros((), dtype=self._scores.dtype)
+        row = self._rows.get((clip, tokens[:-1]))
+        if row is None:
+            raise RuntimeError("HypothesisScores: a hypothesis that no step scored (is the processor last?)")
+        return self._sums[row] + self._scores[row, tokens[-1]]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        keys = [(row // self.beams, tuple(tokens)) for row, tokens in enumerate(input_ids.tolist())]
+        sums = torch.stack([self._sum_of(*key) for key in keys]) if keys else torch.zeros(0)
+        for eos in self.eos:
+            for (clip, tokens), total in zip(keys, (sums + scores[:, eos].to(sums)).tolist(), strict=True):
+                self.ended[(clip, (*tokens, eos))] = total
+        self._rows = {key: row for row, key in enumerate(keys)}
+        self._sums, self._scores = sums, scores.detach()
+        return scores
+
+    def of(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The sum of each row of generate()'s output (new tokens only, `beams` rows a clip): up to its first end
+        token, or all of it where it ran to the token limit."""
+        out = []
+        for row, tokens in enumerate(sequences.tolist()):
+            end = next((i for i, token in enumerate(tokens) if token in self.eos), None)
+            key = (row // self.beams, tuple(tokens if end is None else tokens[: end + 1]))
+            out.append(self.ended[key] if end is not None else float(self._sum_of(*key)))
+        return torch.tensor(out, dtype=torch.float64)
 
 
 class _RowLimits(StoppingCriteria):

@@ -32,6 +32,7 @@ GENERATION_OPTIONS = (
     "ctc_word_gaps",
     "ctc_lexicon_penalty",
     "lm_rescore_weight",
+    "ctc_rescore_weight",
 )
 
 
