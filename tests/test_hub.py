@@ -268,7 +268,8 @@ def test_rescoring_weights_are_named_recorded_and_carded_as_the_model_decodes(ma
     card = model_card(tmp_path / "m", results=[rescored, plain])
     assert "| this model, beams 4, CTC 0.2, LM rescoring 0.3, CTC rescoring 0.5 | dev | 9.00 |" in card
     assert "| this model, beams 4, CTC 0.2 | dev | 11.00 |" in card
-    assert "weighs 0.5 instead of the search's 0.2 (`ctc_rescore_weight`)" in card
+    assert "weighing 0.5 instead of the search's 0.2 (`ctc_rescore_weight`)" in card
+    assert '`asr("audio.flac", lm_rescore_weight=0, ctc_rescore_weight=0.2)` keeps' in card
     assert [r["metrics"][0]["value"] for r in card_metadata(card)["model-index"][0]["results"]] == [9.0]
 
 

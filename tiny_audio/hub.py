@@ -151,17 +151,22 @@ def model_card(
             f" {default_lexicon:g} (`ctc_lexicon_penalty`; 0 turns it off)"
             + (f": the word list's origin and licence are in `{LEXICON_NOTICE}`.\n" if notice.is_file() else ".\n")
         )
-    if default_rescore:
+    if default_rescore or default_rescore_ctc != default_ctc:
+        parts, off = [], ["lm_rescore_weight=0"]
+        if default_rescore:
+            parts.append(
+                f"{default_rescore:g} x its log-probability under the language model without LoRA (`lm_rescore_weight`)"
+            )
+        if default_rescore_ctc != default_ctc:
+            parts.append(
+                f"the CTC head's log-probability of it weighing {default_rescore_ctc:g} instead of the search's"
+                f" {default_ctc:g} (`ctc_rescore_weight`)"
+            )
+            off.append(f"ctc_rescore_weight={default_ctc:g}")
         decoding += (
-            "\nThe beam's finished hypotheses are then ranked again: each gets its beam score plus"
-            f" {default_rescore:g} x its log-probability under the language model without LoRA"
-            f' (`lm_rescore_weight`; `asr("audio.flac", lm_rescore_weight=0)` keeps the beam\'s own best).\n'
-        )
-    if default_rescore_ctc != default_ctc:
-        decoding += (
-            f"\n{'There' if default_rescore else 'When the beam has finished, its hypotheses are ranked again:'}"
-            f" the CTC head's log-probability of each weighs {default_rescore_ctc:g} instead of the search's"
-            f" {default_ctc:g} (`ctc_rescore_weight`).\n"
+            "\nThe beam's finished hypotheses are then ranked again: each gets its beam score plus "
+            + ", with ".join(parts)
+            + f'; `asr("audio.flac", {", ".join(off)})` keeps the beam\'s own best.\n'
         )
     body = f"""
 # {name}
