@@ -456,8 +456,7 @@ def test_rescoring_picks_each_clip_s_hypothesis_by_beam_score_plus_weighted_prio
     favoured = {hypotheses[3 * clip + 2] for clip in range(2)}
     monkeypatch.setattr(model, "text_log_probs", lambda texts: [0.0 if t in favoured else -5.0 for t in texts])
     prior = model.text_log_probs(hypotheses)
-    pad, eos = model.processor.tokenizer.pad_token_id, model.processor.eos_token_id
-    lengths = (result.sequences != pad).sum(-1) + int(pad == eos)
+    lengths = _scored_lengths(result.sequences, model.processor.eos_token_id)
     for weight in (0.01, 50.0):
         total = result.sequences_scores * lengths + weight * torch.tensor(prior)
         expected = [result.sequences[3 * clip + int(total[3 * clip : 3 * clip + 3].argmax())] for clip in range(2)]
@@ -471,6 +470,13 @@ def test_rescoring_picks_each_clip_s_hypothesis_by_beam_score_plus_weighted_prio
     assert torch.equal(
         model.generate(**batch, max_new_tokens=6, lm_rescore_weight=1.0), model.generate(**batch, max_new_tokens=6)
     )
+
+
+def _scored_lengths(sequences: torch.Tensor, eos: int) -> torch.Tensor:
+    """The tokens generate() scored in each returned row, by which it divides the sum (length_penalty 1): up to the
+    first end token, or all of them where the row ran to the token limit (it pads with whatever pad token it has)."""
+    ends = (sequences == eos).any(-1)
+    return torch.where(ends, (sequences == eos).int().argmax(-1) + 1, sequences.shape[1])
 
 
 class _EndEarly(LogitsProcessor):
@@ -513,8 +519,7 @@ def test_rescoring_sums_each_hypothesis_as_beam_search_does_without_output_score
     assert torch.equal(seen["sequences"], full.sequences)
     ends = (full.sequences == eos).any(-1)
     assert ends.any() and not ends.all(), "both kinds of hypothesis are checked"
-    # generate() divides each sum by the tokens it scored: up to the first end token, or all of them.
-    lengths = torch.where(ends, (full.sequences == eos).int().argmax(-1) + 1, full.sequences.shape[1])
+    lengths = _scored_lengths(full.sequences, eos)
     torch.testing.assert_close(seen["sums"] / lengths, full.sequences_scores.double(), rtol=0, atol=1e-6)
 
 
@@ -540,8 +545,7 @@ def test_ctc_rescoring_reweights_the_head_s_score_of_each_finished_hypothesis(ma
     monkeypatch.setattr(CTCPrefixScorer, "scores_of", spy)
     picked = model.generate(**batch, **options, ctc_rescore_weight=1.5)
     ctc, x = seen["ctc"], seen["scorer"].x
-    ends = (full.sequences == eos).any(-1)
-    lengths = torch.where(ends, (full.sequences == eos).int().argmax(-1) + 1, full.sequences.shape[1])
+    lengths = _scored_lengths(full.sequences, eos)
     totals = full.sequences_scores.double() * lengths + (1.5 - 0.5) * ctc
     want = full.sequences[totals.view(3, 4).argmax(-1) + torch.arange(3) * 4]
     assert torch.equal(picked, want)
