@@ -80,11 +80,16 @@ def model_card(
     has_lexicon = (folder / LEXICON_NAME).is_file()
     default_lexicon = config.generation_defaults.get("ctc_lexicon_penalty", 0.0) if has_lexicon and default_ctc else 0.0
     default_gaps = not default_ctc or config.generation_defaults.get("ctc_word_gaps", True)
-    default_rescore = config.generation_defaults.get("lm_rescore_weight", 0.0) if default_beams > 1 else 0.0
-    default_rescore_ctc = config.generation_defaults.get("ctc_rescore_weight")
-    if default_rescore_ctc is None or default_beams == 1 or not default_ctc:
-        default_rescore_ctc = default_ctc
-    default = (default_beams, default_ctc, default_lexicon, default_gaps, default_rescore, default_rescore_ctc)
+    # The rescoring weights as they apply to the default decoding, resolved as a result's are.
+    default = decoding_of(
+        {
+            **config.generation_defaults,
+            "ctc_head_weight": default_ctc,
+            "ctc_lexicon_penalty": default_lexicon,
+            "ctc_word_gaps": default_gaps,
+        }
+    )
+    default_rescore, default_rescore_ctc = default[4:]
     indexed = [r for r in own if decoding_of(r) == default] or own
     eval_results = [
         EvalResult(

@@ -471,11 +471,11 @@ class ASRModel(PreTrainedModel):
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, num_return_sequences=beams, **options
             )
             totals = sums.of(sequences)
-            ctc = scorer.scores_of(sequences) if scorer is not None else None
             if every:
+                ctc = scorer.scores_of(sequences) if scorer is not None else None
                 return Hypotheses(sequences, totals, ctc, head_weight if scorer is not None else 0.0)
             if ctc_shift:
-                totals += ctc_shift * ctc
+                totals += ctc_shift * scorer.scores_of(sequences)
             return self._rescored(sequences, totals, beams, rescore)
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
 
