@@ -44,7 +44,10 @@ class MeanHead(nn.Module):
 
     def __init__(self, heads: list[nn.Module]):
         super().__init__()
+        if any(getattr(h, "top", None) is not None for h in heads):
+            raise SystemExit("the mean of heads takes heads on the encoder's output, not ones with encoder layers")
         self.heads = nn.ModuleList(heads)
+        self.top = None  # reads the encoder's output, as each of its heads does
 
     def forward(self, frames: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         log_probs = torch.stack([h(frames, lengths) for h in self.heads])

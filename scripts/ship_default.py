@@ -105,6 +105,7 @@ def add_ctc_head(target: Path, folder: Path) -> None:
     shipped = json.loads((target / "config.json").read_text())
     shipped["ctc_head_dim"] = config["ctc_head_dim"]
     shipped["ctc_head_layers"] = config.get("ctc_head_layers", 0)  # its Transformer layers, if any, must load too
+    shipped["ctc_head_encoder_layers"] = config.get("ctc_head_encoder_layers", 0)  # and its copy of encoder layers
     shipped["generation_defaults"]["ctc_head_weight"] = config["generation_defaults"]["ctc_head_weight"]
     (target / "config.json").write_text(json.dumps(shipped, indent=2, sort_keys=True) + "\n")
     shutil.copy2(folder / "ctc_head_log.json", target / "training" / "ctc_head_log.json")

@@ -18,6 +18,8 @@ from tiny_audio import ASRModel
 from tiny_audio.config import ASRConfig
 from tiny_audio.ctc import CHARS, SPACE, CTCPrefixScorer, Lexicon, _Prefix, ends_in_loop, spell, token_spellings
 from tiny_audio.ctc_head import train_ctc_head
+from tiny_audio.encoder import encode_audio
+from tiny_audio.hub import model_card
 from tiny_audio.model import count_parameters
 from tiny_audio.peers import load_recognizer
 from tiny_audio.testing import tone
@@ -325,6 +327,57 @@ def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_p
     assert greedy[1, :n].tolist() == alone[0].tolist()
 
 
+def test_a_head_with_its_own_copy_of_the_encoder_s_top_layers_starts_as_the_model_s_head(make_model, tmp_path):
+    """`encoder_layers`: warm-started from a plain head, the copy begins as the tower's own top layers, so the head
+    first scores exactly as before; it then trains apart from the tower (whose frames, the LLM's input, stay), is
+    saved and loaded, and joint decoding feeds it the hidden states below the copied layers."""
+    model = make_model("whisper", "llama", encoder_lora_rank=0)
+    rows = rows_for(tmp_path)
+    train_ctc_head(model, rows, epochs=2, learning_rate=5e-3, hidden_dim=16, log=lambda _: None)
+    tower = {k: v.clone() for k, v in model.audio_tower.state_dict().items()}
+    inputs = model.processor([tone(1.0, 300, seed=9), tone(0.6, 250, seed=8)])
+    features, lengths = inputs["input_features"], inputs["audio_attention_mask"].sum(-1)
+    frames, frame_lengths = encode_audio(model.audio_tower, features, lengths)
+    plain = model.ctc_head.eval().padded_log_probs(frames, frame_lengths)
+    plain_ids = model.generate(**inputs, num_beams=2, max_new_tokens=6, ctc_head_weight=0.5)
+
+    layers = len(model.audio_tower.layers)
+    train_ctc_head(model, rows, epochs=1, learning_rate=1e-12, hidden_dim=16, warm_start=True, encoder_layers=1,
+                   encoder_learning_rate=1e-12, log=lambda _: None)  # fmt: skip
+    assert model.config.ctc_head_encoder_layers == 1 and model.ctc_head.top.start == layers - 1
+    below, _ = encode_audio(model.audio_tower, features, lengths, upto=layers - 1)
+    torch.testing.assert_close(model.ctc_head.padded_log_probs(below, frame_lengths), plain, atol=1e-4, rtol=0)
+    assert model.generate(**inputs, num_beams=2, max_new_tokens=6, ctc_head_weight=0.5).tolist() == plain_ids.tolist()
+
+    history = train_ctc_head(model, rows, rows[:2], epochs=3, learning_rate=5e-3, hidden_dim=16, warm_start=True,
+                             encoder_layers=1, encoder_learning_rate=1e-2, log=lambda _: None)  # fmt: skip
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    copied = model.ctc_head.top.layers[0].fc1.weight
+    assert not torch.equal(copied, model.audio_tower.layers[-1].fc1.weight)  # the copy trained ...
+    for key, value in model.audio_tower.state_dict().items():
+        torch.testing.assert_close(value, tower[key])  # ... and the tower did not
+    with pytest.raises(ValueError, match="warm-start"):  # a head with a copy of 1 layer cannot become one of 2
+        train_ctc_head(model, rows, hidden_dim=16, warm_start=True, encoder_layers=2, log=lambda _: None)
+
+    model.config.generation_defaults["ctc_head_weight"] = 0.5
+    model.save_pretrained(tmp_path / "saved")
+    loaded = ASRModel.from_pretrained(tmp_path / "saved")
+    assert loaded.config.ctc_head_encoder_layers == 1
+    assert "A character CTC head on its own fine-tuned copy of the encoder's top 1 layer checks" in model_card(
+        tmp_path / "saved"
+    )
+    for key, value in model.ctc_head.state_dict().items():
+        torch.testing.assert_close(loaded.ctc_head.state_dict()[key], value)
+    assert loaded.parameter_report()["ctc_head"]["total"] == sum(p.numel() for p in model.ctc_head.parameters())
+    with_head = loaded.generate(**inputs, num_beams=2, max_new_tokens=6, ctc_head_weight=0.5)
+    assert with_head.shape[0] == 2
+    # Each clip decodes the same alone as in the batch through the copied layers too.
+    alone = loaded.generate(**loaded.processor([tone(0.6, 250, seed=8)]), num_beams=2, max_new_tokens=6,
+                            ctc_head_weight=0.5)  # fmt: skip
+    n = alone.shape[1]
+    assert with_head[1, :n].tolist() == alone[0].tolist()
+
+
 def test_the_head_also_learns_silence_and_noise_clips(make_model, tmp_path, monkeypatch):
     monkeypatch.setenv("TINY_AUDIO_CACHE", str(tmp_path / "cache"))
     model = make_model("whisper", "llama", encoder_lora_rank=0)
@@ -353,6 +406,13 @@ def test_ctc_head_command_writes_a_model_and_refuses_a_used_folder(make_model, t
     assert len(json.loads((tmp_path / "with-head" / "ctc_head_log.json").read_text())) == 2
     again = cli("--out", str(tmp_path / "with-head"))
     assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+    # --encoder-layers: the head's own copy of the encoder's top layers, saved so that the model loads with it.
+    top = cli("--epochs", "1", "--hidden-dim", "8", "--encoder-layers", "1", "--out", str(tmp_path / "top"))
+    assert top.returncode == 0, top.stderr
+    assert json.loads((tmp_path / "top" / "config.json").read_text())["ctc_head_encoder_layers"] == 1
+    assert ASRModel.from_pretrained(tmp_path / "top").ctc_head.top is not None
+    deep = cli("--encoder-layers", "9", "--out", str(tmp_path / "deep"))
+    assert deep.returncode == 2 and "cannot copy the top 9" in deep.stderr and "Traceback" not in deep.stderr
     # A lexicon comes as a word list with its notice beside it; a penalty without one is a user mistake.
     (tmp_path / "words.txt").write_text("Apple\nbe\néclair\n")
     (tmp_path / "lexicon_notice.txt").write_text("a list of three words, public domain\n")

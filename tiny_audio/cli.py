@@ -533,6 +533,17 @@ def ctc_head(
             "--warm-start", help="Train on from the model's own head (same width and layers), e.g. at a lower --lr."
         ),
     ] = False,
+    encoder_layers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Give the head its own copy of the (Whisper) encoder's top N layers, fine-tuned with it "
+            "(the model's frames for the LLM stay as they are).",
+        ),
+    ] = 0,
+    encoder_learning_rate: Annotated[
+        float, typer.Option("--encoder-lr", min=0.0, help="Peak learning rate of the copied encoder layers.")
+    ] = 1e-4,
     lexicon: Annotated[
         Path | None,
         typer.Option(help="A word list (one per line, e.g. /usr/share/dict/words) saved as the model's lexicon."),
@@ -564,7 +575,8 @@ def ctc_head(
     try:
         history = train_ctc_head(
             asr, rows, dev_rows, epochs=epochs, learning_rate=learning_rate, hidden_dim=hidden_dim, layers=layers,
-            silence_share=silence_share, seed=seed, warm_start=warm_start, log=typer.echo,
+            silence_share=silence_share, seed=seed, warm_start=warm_start, encoder_layers=encoder_layers,
+            encoder_learning_rate=encoder_learning_rate, log=typer.echo,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None

@@ -19,6 +19,7 @@ from torch import nn
 from .augment import make_silence_clips
 from .backbones import cache_dir
 from .ctc import CHARS, CTCHead, spell
+from .encoder import EncoderTop
 from .features import FeatureCache
 
 
@@ -79,6 +80,8 @@ def train_ctc_head(
     max_frames: int = 12000,
     seed: int = 0,
     warm_start: bool = False,
+    encoder_layers: int = 0,
+    encoder_learning_rate: float = 1e-4,
     cache: FeatureCache | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, float]]:
@@ -92,20 +95,33 @@ def train_ctc_head(
     `warm_start` trains on from the model's own head (it must have one of this width and depth) instead of a fresh
     one: new data for a head whose earlier data is gone, at a lower learning rate.
 
-    `cache` gives the encoder frames the head reads (default: the model's encoder output, cached on disk)."""
+    `encoder_layers` gives the head its own copy of the (Whisper) encoder's top layers and final norm, fine-tuned
+    with it at `encoder_learning_rate` (the encoder itself and the LLM's frames stay as they are). Started from a
+    head without one (`warm_start`), the copy begins as the encoder's own layers, so training starts from exactly
+    the model's head. Its input, the hidden states below the copied layers, comes from the feature cache.
+
+    `cache` gives the encoder frames the head reads (default: the model's encoder output, or with `encoder_layers`
+    the hidden states below them, cached on disk)."""
     from jiwer import wer
 
     own = getattr(model, "ctc_head", None)
+    own_top = 0 if own is None else model.config.ctc_head_encoder_layers
     if warm_start and (
-        own is None or (model.config.ctc_head_dim, model.config.ctc_head_layers) != (hidden_dim, layers)
+        own is None
+        or (model.config.ctc_head_dim, model.config.ctc_head_layers) != (hidden_dim, layers)
+        or own_top not in (0, encoder_layers)
     ):
         have = "none" if own is None else f"width {model.config.ctc_head_dim} with {model.config.ctc_head_layers}"
         raise ValueError(
-            f"--warm-start needs the model's own head of width {hidden_dim} with {layers} layers; it has {have}"
+            f"--warm-start needs the model's own head of width {hidden_dim} with {layers} layers (and no copy of "
+            f"encoder layers, or {encoder_layers}); it has {have}"
+            + (f" and a copy of {own_top} encoder layers" if own_top else "")
         )
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    cache = FeatureCache(model) if cache is None else cache
+    top = EncoderTop.from_tower(model.audio_tower, encoder_layers) if encoder_layers else None
+    if cache is None:
+        cache = FeatureCache(model, upto=top.start) if top is not None else FeatureCache(model)
     if silence_share > 0:
         count = round(silence_share * len(train_rows))
         train_rows = [*train_rows, *make_silence_clips(cache_dir() / "silence", count, seed=seed)]
@@ -114,13 +130,22 @@ def train_ctc_head(
     if not train:
         raise ValueError("no training clip could be read with a transcript that has letters")
     log(f"CTC head: {len(train)} training clips, {len(dev)} dev clips")
-    head = CTCHead(model.config.audio_config.hidden_size, hidden_dim, layers=layers)
+    head = CTCHead(model.config.audio_config.hidden_size, hidden_dim, layers=layers, encoder_top=top)
     if warm_start:
-        head.load_state_dict({k: v.float() for k, v in own.state_dict().items()})
+        # A head without the copy leaves the copy as the encoder's own layers.
+        got = head.load_state_dict({k: v.float() for k, v in own.state_dict().items()}, strict=False)
+        if got.unexpected_keys or any(not k.startswith("top.") or own_top for k in got.missing_keys):
+            raise ValueError(f"the model's head does not fit the new one: {got}")
     model.config.ctc_head_dim, model.config.ctc_head_layers = hidden_dim, layers
+    model.config.ctc_head_encoder_layers = encoder_layers
     steps = epochs * sum(1 for _ in _batches(train, max_frames))
-    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps, pct_start=0.1)
+    groups = [{"params": [p for n, p in head.named_parameters() if not n.startswith("top.")], "lr": learning_rate}]
+    if top is not None:
+        groups.append({"params": list(top.parameters()), "lr": encoder_learning_rate})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, [g["lr"] for g in groups], total_steps=steps, pct_start=0.1
+    )
     history = []
     for epoch in range(1, epochs + 1):
         start, total, chars = time.time(), 0.0, 0

@@ -143,6 +143,37 @@ def encode_top(tower: nn.Module, hidden: torch.Tensor, frame_lengths: torch.Tens
     return tower.layer_norm(_whisper_layers(tower, hidden, frame_lengths, start, len(tower.layers)))
 
 
+class EncoderTop(nn.Module):
+    """A copy of a Whisper encoder's top `count` layers and its final norm, to be fine-tuned apart from the tower
+    (the CTC head's own, see tiny_audio/ctc.py): it reads the tower's hidden states below those layers, which
+    `encode_audio(..., upto=start)` gives once for both, so only the copied layers run twice."""
+
+    def __init__(self, config: PreTrainedConfig, count: int):
+        super().__init__()
+        from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
+
+        if not is_whisper(config):
+            raise ValueError(f"a copy of the encoder's top layers needs a Whisper encoder, not {config.model_type}")
+        if not 0 < count <= config.encoder_layers:
+            raise ValueError(f"the encoder has {config.encoder_layers} layers; cannot copy the top {count}")
+        self.config = config
+        self.start = config.encoder_layers - count  # the tower layer whose input this reads
+        self.layers = nn.ModuleList(WhisperEncoderLayer(config) for _ in range(count))
+        self.layer_norm = nn.LayerNorm(config.d_model)
+
+    @classmethod
+    def from_tower(cls, tower: nn.Module, count: int) -> EncoderTop:
+        """The top `count` layers and final norm of `tower`, copied (same weights, float32, trainable)."""
+        top = cls(tower.config, count)
+        top.layers.load_state_dict(tower.layers[top.start :].state_dict())
+        top.layer_norm.load_state_dict(tower.layer_norm.state_dict())
+        return top.float().requires_grad_(True)
+
+    def forward(self, hidden: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Hidden states B, T, C after the tower's first `start` layers -> this copy's output frames B, T, C."""
+        return self.layer_norm(_whisper_layers(self, hidden, frame_lengths, 0, len(self.layers)))
+
+
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 

@@ -138,8 +138,14 @@ def model_card(
         else ""
     )
     if default_ctc:
+        top = config.ctc_head_encoder_layers
+        frames = (
+            f"its own fine-tuned copy of the encoder's top {top} layer{'s' if top > 1 else ''}"
+            if top
+            else "the encoder frames"
+        )
         decoding += (
-            f"\nA character CTC head on the encoder frames checks each token the language model proposes against the"
+            f"\nA character CTC head on {frames} checks each token the language model proposes against the"
             f" audio (joint CTC / LLM decoding, weight {default_ctc:g});"
             f' `asr("audio.flac", ctc_head_weight=0)` decodes with the language model alone.\n'
         )
