@@ -54,7 +54,7 @@ def main() -> None:
                 if penalty is not None:
                     options["ctc_lexicon_penalty"] = penalty
                 recognizer = TinyAudioRecognizer(args.model, num_beams=beams, ctc_head_weight=weight, **options)
-                if weight and not recognizer.ctc_head_weight:
+                if weight and not recognizer.decoding.ctc_head_weight:
                     sys.exit(f"{args.model} has no CTC head to weigh (train one with `tiny-audio ctc-head`)")
                 if args.lexicon:
                     recognizer.model.lexicon = Lexicon.load(args.lexicon)

@@ -307,7 +307,7 @@ def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_p
     # `tiny-audio eval` names and records the weight that decodes: the model's own unless one is asked for.
     assert load_recognizer(str(tmp_path / "saved")).describe()["ctc_head_weight"] == 0.5
     off = load_recognizer(str(tmp_path / "saved"), ctc_head_weight=0.0)
-    assert off.ctc_head_weight == 0.0 and "CTC" not in off.name
+    assert off.decoding.ctc_head_weight == 0.0 and "CTC" not in off.name
     # A lexicon travels with the model; the penalty needs one.
     with pytest.raises(ValueError, match="lexicon"):
         loaded.generate(**inputs, max_new_tokens=6, ctc_lexicon_penalty=1.0)
@@ -320,7 +320,7 @@ def test_a_trained_head_is_saved_loaded_and_used_by_generation(make_model, tmp_p
     described = load_recognizer(str(tmp_path / "with-lexicon"), lexicon_penalty=1.0).describe()
     assert described["ctc_lexicon_penalty"] == 1.0 and described["ctc_word_gaps"] is True
     off = load_recognizer(str(tmp_path / "with-lexicon"), ctc_head_weight=0.0, lexicon_penalty=1.0)
-    assert off.lexicon_penalty == 0
+    assert off.decoding.ctc_lexicon_penalty == 0
     # Each clip decodes the same alone as in the batch (the head's padding frames are blank).
     alone = loaded.generate(**loaded.processor([tone(0.6, 250, seed=8)]), max_new_tokens=6)
     n = alone.shape[1]

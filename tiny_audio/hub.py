@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from huggingface_hub.repocard_data import EvalResult
 from .backbones import NAMED
 from .config import ASRConfig
 from .ctc import LEXICON_NAME, LEXICON_NOTICE, Lexicon
+from .peers import Decoding
 
 
 def _hub_id(model_id: str | None) -> str | None:
@@ -52,45 +54,22 @@ def model_card(
     # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
     own = [r for r in results if r.get("system", "tiny-audio") == "tiny-audio"]
 
-    def decoding_of(r: dict[str, Any]) -> tuple[int, float, float, bool, float, float]:
-        beams, ctc = r.get("num_beams", 1), r.get("ctc_head_weight") or 0.0
-        rescore = (r.get("lm_rescore_weight") or 0.0) if beams > 1 else 0.0
-        rescore_ctc = r.get("ctc_rescore_weight")
-        rescore_ctc = ctc if rescore_ctc is None or beams == 1 or not ctc else rescore_ctc
-        gaps = r.get("ctc_word_gaps", True) is not False
-        return beams, ctc, r.get("ctc_lexicon_penalty") or 0.0, gaps, rescore, rescore_ctc
-
-    widths = {decoding_of(r) for r in own}
+    widths = {Decoding.of(r) for r in own}
 
     def label(r: dict[str, Any]) -> str:
         if r not in own:
             return r.get("model", "-")
         if len(widths) == 1:
             return "this model"
-        beams, ctc, lexicon, gaps, rescore, rescore_ctc = decoding_of(r)
-        text = "this model, greedy" if beams == 1 else f"this model, beams {beams}"
-        text += (f", CTC {ctc:g}" if ctc else "") + ("" if gaps else " without word gaps")
-        text += (f", lexicon {lexicon:g}" if lexicon else "") + (f", LM rescoring {rescore:g}" if rescore else "")
-        return text + (f", CTC rescoring {rescore_ctc:g}" if rescore_ctc != ctc else "")
+        decoding = Decoding.of(r)
+        return ", ".join(["this model" + ("" if decoding.num_beams > 1 else ", greedy"), *decoding.parts()])
 
     labels = [label(r) for r in results]
     # The Hub's model-index lists the score of the model as it runs by default (its own decoding).
-    default_beams = config.generation_defaults.get("num_beams", 1)
-    default_ctc = config.generation_defaults.get("ctc_head_weight", 0.0) if config.ctc_head_dim else 0.0
-    has_lexicon = (folder / LEXICON_NAME).is_file()
-    default_lexicon = config.generation_defaults.get("ctc_lexicon_penalty", 0.0) if has_lexicon and default_ctc else 0.0
-    default_gaps = not default_ctc or config.generation_defaults.get("ctc_word_gaps", True)
-    # The rescoring weights as they apply to the default decoding, resolved as a result's are.
-    default = decoding_of(
-        {
-            **config.generation_defaults,
-            "ctc_head_weight": default_ctc,
-            "ctc_lexicon_penalty": default_lexicon,
-            "ctc_word_gaps": default_gaps,
-        }
-    )
-    default_rescore, default_rescore_ctc = default[4:]
-    indexed = [r for r in own if decoding_of(r) == default] or own
+    default = Decoding.of(config.generation_defaults, has_head=bool(config.ctc_head_dim))
+    if default.ctc_lexicon_penalty and not (folder / LEXICON_NAME).is_file():
+        default = replace(default, ctc_lexicon_penalty=0.0)  # without lexicon.txt the card claims none
+    indexed = [r for r in own if Decoding.of(r) == default] or own
     eval_results = [
         EvalResult(
             task_type="automatic-speech-recognition",
@@ -132,12 +111,13 @@ def model_card(
         by_source = "\n\nWER % by source:\n\n" + "\n".join(lines)
     usage_id = repo_id or str(folder)
     decoding = (
-        f"\nIt decodes with beam search of width {default_beams} by default (`generation_defaults` in `config.json`);"
+        f"\nIt decodes with beam search of width {default.num_beams} by default (`generation_defaults` in"
+        " `config.json`);"
         f' `asr("audio.flac", num_beams=1)` decodes greedily, faster.\n'
-        if default_beams > 1
+        if default.num_beams > 1
         else ""
     )
-    if default_ctc:
+    if default.ctc_head_weight:
         top = config.ctc_head_encoder_layers
         frames = (
             f"its own fine-tuned copy of the encoder's top {top} layer{'s' if top > 1 else ''}"
@@ -146,34 +126,35 @@ def model_card(
         )
         decoding += (
             f"\nA character CTC head on {frames} checks each token the language model proposes against the"
-            f" audio (joint CTC / LLM decoding, weight {default_ctc:g});"
+            f" audio (joint CTC / LLM decoding, weight {default.ctc_head_weight:g});"
             f' `asr("audio.flac", ctc_head_weight=0)` decodes with the language model alone.\n'
         )
-    if not default_gaps:
+    if not default.ctc_word_gaps:
         decoding += (
             "\nThe head checks the letters only (`ctc_word_gaps` false): where one word ends and the next begins is"
             " the language model's call.\n"
         )
-    if default_lexicon:
+    if default.ctc_lexicon_penalty:
         notice = folder / LEXICON_NOTICE
         count = len(Lexicon.load(folder / LEXICON_NAME))
         decoding += (
             f"\nIn joint decoding each word outside the model's lexicon (`{LEXICON_NAME}`, {count:,} words) costs"
-            f" {default_lexicon:g} (`ctc_lexicon_penalty`; 0 turns it off)"
+            f" {default.ctc_lexicon_penalty:g} (`ctc_lexicon_penalty`; 0 turns it off)"
             + (f": the word list's origin and licence are in `{LEXICON_NOTICE}`.\n" if notice.is_file() else ".\n")
         )
-    if default_rescore or default_rescore_ctc != default_ctc:
+    if default.lm_rescore_weight or default.ctc_rescore_weight != default.ctc_head_weight:
         parts, off = [], ["lm_rescore_weight=0"]
-        if default_rescore:
+        if default.lm_rescore_weight:
             parts.append(
-                f"{default_rescore:g} x its log-probability under the language model without LoRA (`lm_rescore_weight`)"
+                f"{default.lm_rescore_weight:g} x its log-probability under the language model without LoRA"
+                " (`lm_rescore_weight`)"
             )
-        if default_rescore_ctc != default_ctc:
+        if default.ctc_rescore_weight != default.ctc_head_weight:
             parts.append(
-                f"the CTC head's log-probability of it weighing {default_rescore_ctc:g} instead of the search's"
-                f" {default_ctc:g} (`ctc_rescore_weight`)"
+                f"the CTC head's log-probability of it weighing {default.ctc_rescore_weight:g} instead of the search's"
+                f" {default.ctc_head_weight:g} (`ctc_rescore_weight`)"
             )
-            off.append(f"ctc_rescore_weight={default_ctc:g}")
+            off.append(f"ctc_rescore_weight={default.ctc_head_weight:g}")
         decoding += (
             "\nThe beam's finished hypotheses are then ranked again: each gets its beam score plus "
             + ", with ".join(parts)

@@ -11,11 +11,75 @@ Each has `name`, `transcribe(arrays) -> texts` (16 kHz mono float32) and `descri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 FASTER_WHISPER_SIZES = {"base": "whisper-base", "tiny.en": "whisper-tiny.en"}
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a Tiny Audio model decodes, as it takes effect: the one place that knows which settings matter when.
+    Joint decoding's lexicon penalty and word gaps only with a CTC head weight; rescoring only with a beam; CTC
+    rescoring at the search's own weight unless another is set. The recognizer (its name), `tiny-audio eval` (the
+    folder suffix) and the model card (row labels, the indexed default) all read a decoding through this."""
+
+    num_beams: int = 1
+    ctc_head_weight: float = 0.0
+    ctc_lexicon_penalty: float = 0.0
+    ctc_word_gaps: bool = True
+    lm_rescore_weight: float = 0.0
+    ctc_rescore_weight: float = 0.0
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any], has_head: bool = True) -> Decoding:
+        """From generation settings (a model's generation defaults with what was asked over them) or a result
+        (`describe()`, results.json); `has_head` False when the model has no CTC head to weigh."""
+        beams = int(settings.get("num_beams") or 1)
+        ctc = float(settings.get("ctc_head_weight") or 0.0) if has_head else 0.0
+        rescore_ctc = settings.get("ctc_rescore_weight")
+        return cls(
+            num_beams=beams,
+            ctc_head_weight=ctc,
+            ctc_lexicon_penalty=float(settings.get("ctc_lexicon_penalty") or 0.0) if ctc else 0.0,
+            ctc_word_gaps=settings.get("ctc_word_gaps", True) is not False if ctc else True,
+            lm_rescore_weight=float(settings.get("lm_rescore_weight") or 0.0) if beams > 1 else 0.0,
+            ctc_rescore_weight=float(rescore_ctc) if rescore_ctc is not None and beams > 1 and ctc else ctc,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def suffix(self) -> str:
+        """For folder and file names: "-beams4-ctc0.2-nogaps-lex5-lm0.3-rctc0.5", "" for greedy with the LLM alone."""
+        out = f"-beams{self.num_beams}" if self.num_beams > 1 else ""
+        if self.ctc_head_weight:
+            out += f"-ctc{self.ctc_head_weight:g}" + ("" if self.ctc_word_gaps else "-nogaps")
+            out += f"-lex{self.ctc_lexicon_penalty:g}" if self.ctc_lexicon_penalty else ""
+        out += f"-lm{self.lm_rescore_weight:g}" if self.lm_rescore_weight else ""
+        return out + (f"-rctc{self.ctc_rescore_weight:g}" if self.ctc_rescore_weight != self.ctc_head_weight else "")
+
+    def parts(self, gaps_apart: bool = False) -> list[str]:
+        """The settings that differ from greedy decoding with the LLM alone, in words: ["beams 4", "CTC 0.2 without
+        word gaps", "lexicon 5", ...]; `gaps_apart` names the word gaps on their own ("CTC 0.2", "no word gaps"), as
+        recognizer names (and so the eval logs they identify) always have."""
+        out = [f"beams {self.num_beams}"] if self.num_beams > 1 else []
+        if self.ctc_head_weight:
+            ctc = f"CTC {self.ctc_head_weight:g}"
+            if self.ctc_word_gaps:
+                out.append(ctc)
+            elif gaps_apart:
+                out += [ctc, "no word gaps"]
+            else:
+                out.append(f"{ctc} without word gaps")
+        out += [f"lexicon {self.ctc_lexicon_penalty:g}"] if self.ctc_lexicon_penalty else []
+        out += [f"LM rescoring {self.lm_rescore_weight:g}"] if self.lm_rescore_weight else []
+        if self.ctc_rescore_weight != self.ctc_head_weight:
+            out.append(f"CTC rescoring {self.ctc_rescore_weight:g}")
+        return out
 
 
 class TinyAudioRecognizer:
@@ -27,38 +91,15 @@ class TinyAudioRecognizer:
 
         self.model = ASRModel.from_pretrained(name_or_path)
         self.weights_sha256 = _weights_digest(self.model.trained_state_dict())
-        # The beam width that decodes: the one asked for, else the model's own default (the shipped model's is 4).
-        defaults = self.model.config.generation_defaults
-        self.num_beams = int(generate_kwargs.get("num_beams") or defaults["num_beams"])
-
-        def setting(key: str, fallback: Any) -> Any:
-            asked = generate_kwargs.get(key)
-            return defaults.get(key, fallback) if asked is None else asked
-
-        # Joint decoding with the CTC head: the weight, word gaps and lexicon penalty asked for, else the model's
-        # own; none of them when it has no head.
-        self.ctc_head_weight = float(setting("ctc_head_weight", 0.0)) if self.model.ctc_head is not None else 0.0
-        self.lexicon_penalty = float(setting("ctc_lexicon_penalty", 0.0)) if self.ctc_head_weight else 0.0
-        self.word_gaps = bool(setting("ctc_word_gaps", True)) if self.ctc_head_weight else True
-        self.lm_rescore_weight = float(setting("lm_rescore_weight", 0.0)) if self.num_beams > 1 else 0.0
-        rescore_ctc = setting("ctc_rescore_weight", None) if self.num_beams > 1 and self.ctc_head_weight else None
-        self.ctc_rescore_weight = self.ctc_head_weight if rescore_ctc is None else float(rescore_ctc)
+        # What decodes: each setting asked for, else the model's own default (see Decoding for which apply when).
+        asked = {k: v for k, v in generate_kwargs.items() if v is not None}
+        settings = {**self.model.config.generation_defaults, **asked}
+        self.decoding = Decoding.of(settings, has_head=self.model.ctc_head is not None)
         # The word list is part of what decodes: an eval resumed after swapping lexicon.txt must not mix two lists.
-        lexicon = self.model.lexicon if self.lexicon_penalty else None
+        lexicon = self.model.lexicon if self.decoding.ctc_lexicon_penalty else None
         self.lexicon_sha256 = _words_digest(lexicon.sorted) if lexicon is not None else None
         self.name = name_or_path if precision == "float32" else f"{name_or_path}:{precision}"
-        if self.num_beams > 1:
-            self.name += f" (beams {self.num_beams})"
-        if self.ctc_head_weight:
-            self.name += f" (CTC {self.ctc_head_weight:g})"
-        if not self.word_gaps:
-            self.name += " (no word gaps)"
-        if self.lexicon_penalty:
-            self.name += f" (lexicon {self.lexicon_penalty:g})"
-        if self.lm_rescore_weight:
-            self.name += f" (LM rescoring {self.lm_rescore_weight:g})"
-        if self.ctc_rescore_weight != self.ctc_head_weight:
-            self.name += f" (CTC rescoring {self.ctc_rescore_weight:g})"
+        self.name += "".join(f" ({part})" for part in self.decoding.parts(gaps_apart=True))
         device = process_state().device  # this process's GPU under `accelerate launch`, else cuda:0 or the CPU
         if device.type == "cuda":  # bf16 on a GPU, whatever the CPU precision asked
             self.model = self.model.for_inference("bfloat16").to(device)
@@ -77,29 +118,16 @@ class TinyAudioRecognizer:
             "parameters": report["total"],
             "trainable_parameters": report["trainable"],
             "system": "tiny-audio",
-            "num_beams": self.num_beams,
-            "ctc_head_weight": self.ctc_head_weight,
-            "ctc_lexicon_penalty": self.lexicon_penalty,
-            "ctc_word_gaps": self.word_gaps,
-            "lm_rescore_weight": self.lm_rescore_weight,
-            "ctc_rescore_weight": self.ctc_rescore_weight,
+            **self.decoding.as_dict(),
             "weights_sha256": self.weights_sha256,
             "lexicon_sha256": self.lexicon_sha256,
         }
 
 
 def decoding_suffix(result: dict[str, Any]) -> str:
-    """How a Tiny Audio result decoded, for folder and file names: "-beams4-ctc0.2-nogaps-lex5", "" for greedy
-    with the LLM alone. `result` is a recognizer's `describe()` or a results.json written from one."""
-    beams, weight = result.get("num_beams", 1), result.get("ctc_head_weight") or 0.0
-    suffix = f"-beams{beams}" if beams > 1 else ""
-    if weight:
-        suffix += f"-ctc{weight:g}" + ("-nogaps" if result.get("ctc_word_gaps") is False else "")
-        suffix += f"-lex{result['ctc_lexicon_penalty']:g}" if result.get("ctc_lexicon_penalty") else ""
-    suffix += f"-lm{result['lm_rescore_weight']:g}" if beams > 1 and result.get("lm_rescore_weight") else ""
-    rescore_ctc = result.get("ctc_rescore_weight")
-    suffix += f"-rctc{rescore_ctc:g}" if beams > 1 and weight and rescore_ctc not in (None, weight) else ""
-    return suffix
+    """How a Tiny Audio result decoded, for folder and file names (Decoding.suffix). `result` is a recognizer's
+    `describe()` or a results.json written from one."""
+    return Decoding.of(result).suffix()
 
 
 def _weights_digest(state: dict[str, Any]) -> str:
