@@ -235,6 +235,24 @@ def test_card_tells_greedy_from_beam_results_and_indexes_the_default_decoding(ma
     assert "| this model | dev | 20.00 |" in alone
 
 
+def test_a_decoding_keeps_only_the_settings_that_take_effect():
+    from tiny_audio.peers import Decoding
+
+    asked = {"num_beams": 16, "ctc_head_weight": 0.2, "ctc_word_gaps": False, "ctc_lexicon_penalty": 5,
+             "lm_rescore_weight": 0.3, "ctc_rescore_weight": 0.5}  # fmt: skip
+    full = Decoding.of(asked)
+    assert full == Decoding(16, 0.2, 5.0, False, 0.3, 0.5)
+    assert full.suffix() == "-beams16-ctc0.2-nogaps-lex5-lm0.3-rctc0.5"
+    assert full.parts() == ["beams 16", "CTC 0.2 without word gaps", "lexicon 5", "LM rescoring 0.3",
+                            "CTC rescoring 0.5"]  # fmt: skip
+    assert full.parts(gaps_apart=True)[1:3] == ["CTC 0.2", "no word gaps"]
+    # Greedy decoding has nothing to rescore; without a head (or its weight) no lexicon, gaps or CTC rescoring.
+    assert Decoding.of({**asked, "num_beams": 1}) == Decoding(1, 0.2, 5.0, False, 0.0, 0.2)
+    assert Decoding.of(asked, has_head=False) == Decoding(16, 0.0, 0.0, True, 0.3, 0.0)
+    assert Decoding.of({**asked, "ctc_head_weight": 0}).suffix() == "-beams16-lm0.3"
+    assert Decoding.of({}) == Decoding() and Decoding().suffix() == "" and Decoding().parts() == []
+
+
 def test_rescoring_weights_are_named_recorded_and_carded_as_the_model_decodes(make_model, tmp_path):
     """The LM and CTC rescoring weights decode by default from config.json; `tiny-audio eval` names and records
     them (folder suffix included), and the card labels its rows with them and indexes the default's."""
