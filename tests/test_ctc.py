@@ -378,6 +378,24 @@ def test_a_head_with_its_own_copy_of_the_encoder_s_top_layers_starts_as_the_mode
     assert with_head[1, :n].tolist() == alone[0].tolist()
 
 
+def test_the_copy_of_an_adapted_encoder_s_top_layers_runs_as_they_do(make_model):
+    from tiny_audio.encoder import EncoderTop, encode_top
+
+    model = make_model("whisper", "llama")  # LoRA in the encoder, so the copy must fold it in
+    assert any("lora_" in k for k in model.audio_tower.state_dict())
+    torch.manual_seed(0)
+    for p in model.audio_tower.parameters():
+        if p.requires_grad:
+            p.data.normal_(0, 0.1)  # adapters that change something (B starts at zero)
+    inputs = model.processor([tone(1.0, 300, seed=9)])
+    features, feature_lengths = inputs["input_features"], inputs["audio_attention_mask"].sum(-1)
+    layers = len(model.audio_tower.layers)
+    with torch.no_grad():
+        below, lengths = encode_audio(model.audio_tower, features, feature_lengths, upto=layers - 1)
+        top = EncoderTop.from_tower(model.audio_tower, 1).eval()
+        torch.testing.assert_close(top(below, lengths), encode_top(model.audio_tower, below, lengths, layers - 1))
+
+
 def test_the_head_also_learns_silence_and_noise_clips(make_model, tmp_path, monkeypatch):
     monkeypatch.setenv("TINY_AUDIO_CACHE", str(tmp_path / "cache"))
     model = make_model("whisper", "llama", encoder_lora_rank=0)

@@ -163,10 +163,17 @@ class EncoderTop(nn.Module):
 
     @classmethod
     def from_tower(cls, tower: nn.Module, count: int) -> EncoderTop:
-        """The top `count` layers and final norm of `tower`, copied (same weights, float32, trainable)."""
+        """The top `count` layers and final norm of `tower`, copied (same weights, float32, trainable); a tower
+        with LoRA gives its layers with the adapters folded in, as they run."""
+        from .lora import merged_state_dict
+
         top = cls(tower.config, count)
-        top.layers.load_state_dict(tower.layers[top.start :].state_dict())
-        top.layer_norm.load_state_dict(tower.layer_norm.state_dict())
+        state = merged_state_dict(tower)
+        renamed = {"layer_norm.weight": "layer_norm.weight", "layer_norm.bias": "layer_norm.bias"}
+        for i in range(count):
+            prefix = f"layers.{top.start + i}."
+            renamed.update({k: f"layers.{i}.{k[len(prefix) :]}" for k in state if k.startswith(prefix)})
+        top.load_state_dict({new: state[old] for old, new in renamed.items()})
         return top.float().requires_grad_(True)
 
     def forward(self, hidden: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
