@@ -76,6 +76,8 @@ class ASRConfig(PreTrainedConfig):
     # 0 for none. Trained after the rest (`tiny-audio ctc-head`); generation_defaults["ctc_head_weight"] turns it on.
     ctc_head_dim: int = 0
     ctc_head_layers: int = 0  # Transformer layers after its convolutions (0: convolutions only)
+    # The head's own fine-tuned copy of the (Whisper) encoder's top layers, 0: none, it reads the encoder's output.
+    ctc_head_encoder_layers: int = 0
 
     # Prompt: the audio placeholder in user_prompt is expanded to one token per projected frame.
     system_prompt: str = ""

@@ -37,10 +37,22 @@ class CTCHead(nn.Module):
     """Encoder frames (B, T, C at 50 per second) -> character log-probabilities at 25 per second: LayerNorm, two
     1-D convolutions (the first of stride 2) with GELU, optionally `layers` pre-norm Transformer layers (for context
     beyond the convolutions' few frames), a linear layer. About 1.2M parameters for whisper-base without layers,
-    1.2M more per layer at width 384."""
+    1.2M more per layer at width 384. With `encoder_top` (an EncoderTop, 3.2M parameters a layer for whisper-base)
+    it reads the encoder's hidden states below the copied layers instead of its output."""
 
-    def __init__(self, encoder_dim: int, hidden_dim: int = 384, dropout: float = 0.2, layers: int = 0):
+    def __init__(
+        self,
+        encoder_dim: int,
+        hidden_dim: int = 384,
+        dropout: float = 0.2,
+        layers: int = 0,
+        encoder_top: nn.Module | None = None,
+    ):
         super().__init__()
+        # The head's own copy of the encoder's top layers (EncoderTop), fine-tuned with it: the tower's frames are
+        # what the LLM was trained to read and stay as they are, while the head may reshape its own. Its input is
+        # then the tower's hidden states below those layers.
+        self.top = encoder_top
         self.norm = nn.LayerNorm(encoder_dim)
         self.drop = nn.Dropout(dropout)
         self.conv1 = nn.Conv1d(encoder_dim, hidden_dim, kernel_size=4, stride=2, padding=1)
@@ -68,7 +80,11 @@ class CTCHead(nn.Module):
             return x if n is None else x * (torch.arange(x.shape[1], device=x.device)[None] < n[:, None])[..., None]
 
         n = None if lengths is None else self.output_length(lengths)
-        x = unpadded(self.norm(frames.to(self.norm.weight.dtype)), lengths)
+        frames = frames.to(self.norm.weight.dtype)
+        if self.top is not None:
+            full = torch.full(frames.shape[:1], frames.shape[1], device=frames.device)
+            frames = self.top(frames, full if lengths is None else lengths)
+        x = unpadded(self.norm(frames), lengths)
         x = nn.functional.gelu(self.conv1(self.drop(x).transpose(1, 2))).transpose(1, 2)
         x = nn.functional.gelu(self.conv2(self.drop(unpadded(x, n)).transpose(1, 2))).transpose(1, 2)
         if len(self.layers):

@@ -143,6 +143,44 @@ def encode_top(tower: nn.Module, hidden: torch.Tensor, frame_lengths: torch.Tens
     return tower.layer_norm(_whisper_layers(tower, hidden, frame_lengths, start, len(tower.layers)))
 
 
+class EncoderTop(nn.Module):
+    """A copy of a Whisper encoder's top `count` layers and its final norm, to be fine-tuned apart from the tower
+    (the CTC head's own, see tiny_audio/ctc.py): it reads the tower's hidden states below those layers, which
+    `encode_audio(..., upto=start)` gives once for both, so only the copied layers run twice."""
+
+    def __init__(self, config: PreTrainedConfig, count: int):
+        super().__init__()
+        from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
+
+        if not is_whisper(config):
+            raise ValueError(f"a copy of the encoder's top layers needs a Whisper encoder, not {config.model_type}")
+        if not 0 < count <= config.encoder_layers:
+            raise ValueError(f"the encoder has {config.encoder_layers} layers; cannot copy the top {count}")
+        self.config = config
+        self.start = config.encoder_layers - count  # the tower layer whose input this reads
+        self.layers = nn.ModuleList(WhisperEncoderLayer(config) for _ in range(count))
+        self.layer_norm = nn.LayerNorm(config.d_model)
+
+    @classmethod
+    def from_tower(cls, tower: nn.Module, count: int) -> EncoderTop:
+        """The top `count` layers and final norm of `tower`, copied (same weights, float32, trainable); a tower
+        with LoRA gives its layers with the adapters folded in, as they run."""
+        from .lora import merged_state_dict
+
+        top = cls(tower.config, count)
+        state = merged_state_dict(tower)
+        renamed = {"layer_norm.weight": "layer_norm.weight", "layer_norm.bias": "layer_norm.bias"}
+        for i in range(count):
+            prefix = f"layers.{top.start + i}."
+            renamed.update({k: f"layers.{i}.{k[len(prefix) :]}" for k in state if k.startswith(prefix)})
+        top.load_state_dict({new: state[old] for old, new in renamed.items()})
+        return top.float().requires_grad_(True)
+
+    def forward(self, hidden: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """Hidden states B, T, C after the tower's first `start` layers -> this copy's output frames B, T, C."""
+        return self.layer_norm(_whisper_layers(self, hidden, frame_lengths, 0, len(self.layers)))
+
+
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 

@@ -36,6 +36,7 @@ from .backbones import NAMED, backbone_config, resolve
 from .config import ASRConfig
 from .ctc import LEXICON_NAME, CTCHead, CTCPrefixScorer, Lexicon, token_spellings
 from .encoder import (
+    EncoderTop,
     audio_tower_from_config,
     encode_audio,
     encode_top,
@@ -196,7 +197,14 @@ class ASRModel(PreTrainedModel):
             task_type="CAUSAL_LM",
         )
         self.ctc_head = (
-            CTCHead(config.audio_config.hidden_size, config.ctc_head_dim, layers=config.ctc_head_layers)
+            CTCHead(
+                config.audio_config.hidden_size,
+                config.ctc_head_dim,
+                layers=config.ctc_head_layers,
+                encoder_top=EncoderTop(config.audio_config, config.ctc_head_encoder_layers)
+                if config.ctc_head_encoder_layers
+                else None,
+            )
             if config.ctc_head_dim
             else None
         )
@@ -402,10 +410,17 @@ class ASRModel(PreTrainedModel):
                 raise ValueError("ctc_lexicon_penalty needs a lexicon: this model has no lexicon.txt")
             # The encoder runs once: its frames feed both the projector and the CTC head.
             dtype = next(self.projector.parameters()).dtype
-            frames, lengths = encode_audio(self.audio_tower, input_features.to(dtype), audio_attention_mask.sum(-1))
+            features, feature_lengths = input_features.to(dtype), audio_attention_mask.sum(-1)
+            if self.ctc_head.top is None:
+                frames, lengths = encode_audio(self.audio_tower, features, feature_lengths)
+                head_input = frames
+            else:  # the layers below the head's own copy of the top ones run once for both
+                start = self.ctc_head.top.start
+                head_input, lengths = encode_audio(self.audio_tower, features, feature_lengths, upto=start)
+                frames = encode_top(self.audio_tower, head_input, lengths, start)
             inputs_embeds = self._embed(input_ids, audio_frames=frames, audio_frame_lengths=lengths)[0]
             scorer = CTCPrefixScorer(
-                self.ctc_head.padded_log_probs(frames, lengths),
+                self.ctc_head.padded_log_probs(head_input, lengths),
                 self._token_spellings(),
                 self.processor.eos_token_id,
                 head_weight,
