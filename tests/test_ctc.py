@@ -356,6 +356,11 @@ def test_a_head_with_its_own_copy_of_the_encoder_s_top_layers_starts_as_the_mode
     assert not torch.equal(copied, model.audio_tower.layers[-1].fc1.weight)  # the copy trained ...
     for key, value in model.audio_tower.state_dict().items():
         torch.testing.assert_close(value, tower[key])  # ... and the tower did not
+    from tiny_audio.features import FeatureCache
+
+    with pytest.raises(ValueError, match="upto="):  # the copy reads the hidden states below it, not the output
+        train_ctc_head(model, rows, hidden_dim=16, encoder_layers=1, cache=FeatureCache(model, tmp_path / "f"),
+                       log=lambda _: None)  # fmt: skip
     with pytest.raises(ValueError, match="warm-start"):  # a head with a copy of 1 layer cannot become one of 2
         train_ctc_head(model, rows, hidden_dim=16, warm_start=True, encoder_layers=2, log=lambda _: None)
 

@@ -122,6 +122,8 @@ def train_ctc_head(
     top = EncoderTop.from_tower(model.audio_tower, encoder_layers) if encoder_layers else None
     if cache is None:
         cache = FeatureCache(model, upto=top.start) if top is not None else FeatureCache(model)
+    elif top is not None and cache.upto != top.start:
+        raise ValueError(f"a head with a copy of the top {encoder_layers} layers reads a cache with upto={top.start}")
     if silence_share > 0:
         count = round(silence_share * len(train_rows))
         train_rows = [*train_rows, *make_silence_clips(cache_dir() / "silence", count, seed=seed)]
