@@ -377,7 +377,7 @@ def eval_(
     """Word error rate (Whisper-normalized), CER, errors by kind and by source, RTFx and latency, side by side."""
     from .data import load_source
     from .evaluate import RunMismatchError, process_state, run_evaluation
-    from .peers import TinyAudioRecognizer, decoding_suffix, load_recognizer
+    from .peers import TinyAudioRecognizer, load_recognizer
 
     # Under `accelerate launch` every process evaluates a share; only the main one reports.
     echo = typer.echo if process_state().is_main_process else (lambda *args, **kwargs: None)
@@ -406,8 +406,8 @@ def eval_(
         # Another beam width is another result: it must not resume (and mix with) the greedy run's log. The width
         # is the one that decodes, so `--model default` (whose own beam is 16) and `--num-beams 16` share a folder,
         # and `--num-beams 1` on it gets its own.
-        # Joint decoding's settings likewise (see decoding_suffix).
-        suffix = decoding_suffix(recognizer.describe()) if isinstance(recognizer, TinyAudioRecognizer) else ""
+        # Joint decoding's settings likewise (see Decoding.suffix).
+        suffix = recognizer.decoding.suffix() if isinstance(recognizer, TinyAudioRecognizer) else ""
         folder = output_dir / _slug(data) / (_slug(spec) + suffix)
         try:
             results.append(run_evaluation(recognizer, rows, folder, batch_size=batch_size, data_name=data))

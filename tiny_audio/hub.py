@@ -54,12 +54,12 @@ def model_card(
     # Peers evaluated in the same run (faster-whisper, ...) are a comparison in the table, never this model's score.
     own = [r for r in results if r.get("system", "tiny-audio") == "tiny-audio"]
 
-    widths = {Decoding.of(r) for r in own}
+    decodings = {Decoding.of(r) for r in own}
 
     def label(r: dict[str, Any]) -> str:
         if r not in own:
             return r.get("model", "-")
-        if len(widths) == 1:
+        if len(decodings) == 1:
             return "this model"
         decoding = Decoding.of(r)
         return ", ".join(["this model" + ("" if decoding.num_beams > 1 else ", greedy"), *decoding.parts()])

@@ -50,9 +50,6 @@ class Decoding:
             ctc_rescore_weight=float(rescore_ctc) if rescore_ctc is not None and beams > 1 and ctc else ctc,
         )
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def suffix(self) -> str:
         """For folder and file names: "-beams4-ctc0.2-nogaps-lex5-lm0.3-rctc0.5", "" for greedy with the LLM alone."""
         out = f"-beams{self.num_beams}" if self.num_beams > 1 else ""
@@ -118,7 +115,7 @@ class TinyAudioRecognizer:
             "parameters": report["total"],
             "trainable_parameters": report["trainable"],
             "system": "tiny-audio",
-            **self.decoding.as_dict(),
+            **asdict(self.decoding),
             "weights_sha256": self.weights_sha256,
             "lexicon_sha256": self.lexicon_sha256,
         }
