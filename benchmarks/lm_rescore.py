@@ -54,7 +54,8 @@ def nbest(args: argparse.Namespace) -> None:
             batch = clips[start : start + args.batch_size]
             inputs = model.processor([a for _, a in batch])
             with torch.inference_mode():
-                found = model.generate(**inputs, num_beams=beams, return_hypotheses=True)
+                extra = {"beam_distinct": True} if args.distinct else {}
+                found = model.generate(**inputs, num_beams=beams, return_hypotheses=True, **extra)
             texts = model.processor.batch_decode(found.sequences)
             for i, (row, _) in enumerate(batch):
                 hyps = [
@@ -193,6 +194,7 @@ def main() -> None:
     one.add_argument("--data", type=Path)
     one.add_argument("--batch-size", type=int, default=8)
     one.add_argument("--limit", type=int, help="Only the first N clips not yet done")
+    one.add_argument("--distinct", action="store_true", help="Search with beam_distinct (one place per reading)")
     one.add_argument("--output", type=Path, required=True)
     two = sub.add_parser("rescore")
     two.add_argument("nbest", type=Path)

@@ -565,3 +565,30 @@ def test_ctc_rescoring_reweights_the_head_s_score_of_each_finished_hypothesis(ma
         torch.testing.assert_close(ctc[row], expected.double(), rtol=1e-6, atol=1e-6)
         checked += 1
     assert checked
+
+
+def test_beam_distinct_ends_the_worse_of_two_rows_with_the_same_words():
+    """beam_distinct: of a clip's live hypotheses with the same words so far (case, punctuation and tokenization
+    aside), only the best scored goes on; the others' next tokens all become impossible."""
+    from tiny_audio.model import HypothesisScores
+
+    words = {(): "", (1,): "look", (2,): "look", (3,): "looked"}  # tokens 1 and 2: "Look" and "look,"
+    scores = HypothesisScores(beams=3, eos_token_id=0, distinct=lambda tokens: words[tuple(tokens)])
+    first = torch.full((3, 5), -9.0)
+    first[:, 1], first[:, 2], first[:, 3] = -1.0, -2.0, -3.0
+    out = scores(torch.zeros((3, 0), dtype=torch.long), first.clone())
+    assert torch.isinf(out[1:]).all() and torch.equal(out[0], first[0])  # three copies of the empty start: one
+    step = torch.randn(3, 5)
+    out = scores(torch.tensor([[2], [1], [3]]), step.clone())
+    assert torch.isinf(out[0]).all(), '"look," (sum -2) ends: "look" (sum -1) has the same words'
+    assert torch.equal(out[1:], step[1:])
+
+
+def test_beam_distinct_searches_with_the_same_interface(make_model, clips):
+    """With beam_distinct the beam returns one transcript a clip, and all of its hypotheses with their sums."""
+    model = make_model()
+    batch = model.processor(clips)
+    options = {"num_beams": 4, "max_new_tokens": 6, "beam_distinct": True}
+    assert model.generate(**batch, **options).shape[0] == len(clips)
+    found = model.generate(**batch, **options, return_hypotheses=True)
+    assert found.sequences.shape[0] == 4 * len(clips) and torch.isfinite(found.sums).all()

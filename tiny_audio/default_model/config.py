@@ -31,6 +31,9 @@ DEFAULT_GENERATION = {
     # Beam search with the CTC head: its weight when the finished hypotheses are ranked again (with or without the
     # LLM prior above); None: the search's own ctc_head_weight.
     "ctc_rescore_weight": None,
+    # Beam search only: a hypothesis whose words so far (case and punctuation aside) another has with a better score
+    # ends, leaving its place to another reading (HypothesisScores).
+    "beam_distinct": False,
 }
 
 

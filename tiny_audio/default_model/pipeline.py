@@ -33,6 +33,7 @@ GENERATION_OPTIONS = (
     "ctc_lexicon_penalty",
     "lm_rescore_weight",
     "ctc_rescore_weight",
+    "beam_distinct",
 )
 
 
