@@ -747,7 +747,10 @@ class HypothesisScores(LogitsProcessor):
     generate() returns these scores only with `output_scores=True`, which also keeps every step's scores over the
     whole vocabulary (batch x beams x 49k floats a step: 1.7 GB more at the peak of a 5-min file); this keeps the
     last step's. Rows are matched to the previous step's prefixes by their tokens, as beam search reorders rows,
-    and the sums are added in float32 in generate()'s order, so they equal its own."""
+    and the sums are added in float32 in generate()'s order, so they equal its own.
+
+    With `distinct` (tokens -> words so far; `beam_distinct`), it also ends each live hypothesis whose words another
+    of its clip's rows has with a better sum (_drop_repeats)."""
 
     def __init__(
         self,
