@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import re
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from transformers import DynamicCache
 
 from tiny_audio.audio import load_audio
 from tiny_audio.augment import change_speed
-from tiny_audio.ctc import CHARS, DIGITS, SPACE
+from tiny_audio.ctc import DIGITS, SPACE, spell, without_word_gaps
 from tiny_audio.data import load_rows
 from tiny_audio.encoder import encode_audio
 from tiny_audio.evaluate import normalize_text
@@ -43,8 +42,7 @@ SPEEDS = (1.0, 0.9, 1.1)
 
 def letters(text: str) -> list[int]:
     """The head's letters of a text without word gaps, digits by their names (as joint decoding spells them)."""
-    text = re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", text.lower())
-    return [CHARS.index(c) + 1 for c in re.sub(r"[^a-z']", "", text)]
+    return [c for c in spell(re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", text)) if c != SPACE]
 
 
 @torch.inference_mode()
@@ -53,9 +51,7 @@ def view_scores(model: ASRModel, audio: np.ndarray, texts: list[str]) -> tuple[l
     processor, lm = model.processor, model.language_model
     feats = processor.audio_features([audio])
     frames, lengths = encode_audio(model.audio_tower, feats["input_features"], feats["audio_attention_mask"].sum(-1))
-    log_probs = model.ctc_head.padded_log_probs(frames, lengths)[0].double()
-    log_probs[:, 0] = torch.logaddexp(log_probs[:, 0], log_probs[:, SPACE])
-    log_probs[:, SPACE] = -math.inf
+    log_probs = without_word_gaps(model.ctc_head.padded_log_probs(frames, lengths)[0].double())
     steps = int(model.ctc_head.output_length(lengths)[0])
     ctc = []
     for text in texts:

@@ -477,15 +477,18 @@ class ASRModel(PreTrainedModel):
         distinct = self._words_of if options.pop("beam_distinct", False) and beams > 1 else None
         # Rescoring needs every beam's hypothesis; a caller asking for them (or for generate's full output) gets
         # the beam's own ranking.
-        if (
+        rescoring = (
             (rescore or ctc_shift or every)
             and beams > 1
             and not options.get("return_dict_in_generate")
             and not options.get("num_return_sequences")
-        ):
+        )
+        sums = None
+        if rescoring or distinct is not None:
             eos = options.get("eos_token_id", self.language_model.generation_config.eos_token_id)
             sums = HypothesisScores(beams, eos, distinct)
             options["logits_processor"] = LogitsProcessorList([*options.get("logits_processor", []), sums])
+        if rescoring:
             sequences = self.language_model.generate(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, num_return_sequences=beams, **options
             )
@@ -496,11 +499,6 @@ class ASRModel(PreTrainedModel):
             if ctc_shift:
                 totals += ctc_shift * scorer.scores_of(sequences)
             return self._rescored(sequences, totals, beams, rescore)
-        if distinct is not None:
-            eos = options.get("eos_token_id", self.language_model.generation_config.eos_token_id)
-            options["logits_processor"] = LogitsProcessorList(
-                [*options.get("logits_processor", []), HypothesisScores(beams, eos, distinct)]
-            )
         return self.language_model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **options)
 
     def _words_of(self, tokens: list[int]) -> str:

@@ -33,6 +33,15 @@ def spell(text: str) -> list[int]:
     return [CHARS.index(c) + 1 for c in text]
 
 
+def without_word_gaps(log_probs: torch.Tensor) -> torch.Tensor:
+    """Head log-probabilities (..., V) with the space's probability joined to the blank's and the space impossible:
+    the head then checks letters alone (joint decoding with ctc_word_gaps=False)."""
+    out = log_probs.clone()
+    out[..., 0] = torch.logaddexp(log_probs[..., 0], log_probs[..., SPACE])
+    out[..., SPACE] = -math.inf
+    return out
+
+
 class CTCHead(nn.Module):
     """Encoder frames (B, T, C at 50 per second) -> character log-probabilities at 25 per second: LayerNorm, two
     1-D convolutions (the first of stride 2) with GELU, optionally `layers` pre-norm Transformer layers (for context
@@ -298,8 +307,7 @@ class CTCPrefixScorer(LogitsProcessor):
             # The head hears word gaps only faintly and ran words together against the LLM ("thejealous"): without
             # them a space is one more way to say nothing (its probability joins the blank's), the head checks the
             # letters alone, and where words end is the LLM's call.
-            self.x[..., 0] = torch.logaddexp(self.x[..., 0], self.x[..., SPACE])
-            self.x[..., SPACE] = -math.inf
+            self.x = without_word_gaps(self.x)
         self.spellings, self.eos, self.weight, self.beams = spellings, eos_token_id, weight, num_beams
         self.top_k = top_k or max(8, 2 * num_beams)
         self.prefixes: dict[tuple, _Prefix] = {}
