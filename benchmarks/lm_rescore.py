@@ -127,9 +127,11 @@ def rescore(args: argparse.Namespace) -> None:
     search = clips[0].get("ctc_weight")
     ctc_weights = sorted({search, *args.ctc_weight}) if search and "ctc" in clips[0]["hyps"][0] else [search]
     halves = {"all": np.arange(len(clips)), "even": np.arange(0, len(clips), 2), "odd": np.arange(1, len(clips), 2)}
+    sources = sorted({c.get("source", "") for c in clips})
+    rows_of = {**halves, **{s: np.array([i for i, c in enumerate(clips) if c.get("source", "") == s]) for s in sources}}
 
     def wer(picks: np.ndarray, half: str) -> float:
-        rows = halves[half]
+        rows = rows_of[half]
         return round(100 * table["errors"][rows, picks[rows]].sum() / words[rows].sum(), 2)
 
     def scores(weight: float, ctc_weight: float | None, bonus: float) -> np.ndarray:
@@ -168,6 +170,15 @@ def rescore(args: argparse.Namespace) -> None:
         "search_ctc_weight": search,
         "beam_top": {half: wer(np.zeros(len(clips), dtype=int), half) for half in halves},
         "oracle": wer(table["errors"].argmin(-1), "all"),
+        "by_source": {
+            source: {
+                "words": int(words[rows_of[source]].sum()),
+                "beam_top": wer(np.zeros(len(clips), dtype=int), source),
+                "best_on_even": wer(picks(*best), source),
+                "oracle": wer(table["errors"].argmin(-1), source),
+            }
+            for source in sources
+        },
         "best_on_even": [
             {"weight": w, "ctc_weight": c, "bonus": b, **{half: wer(picks(w, c, b), half) for half in halves}}
             for _, w, c, b in grid[:10]

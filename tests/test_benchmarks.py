@@ -127,6 +127,12 @@ def test_lm_rescore_keeps_every_beam_hypothesis_and_sweeps_weights_on_halves(mak
     best = report["best_on_even"][0]
     assert {k: mbr[0][k] for k in ("all", "even", "odd")} == {k: best[k] for k in ("all", "even", "odd")}
     assert all(report["oracle"] <= r["all"] for r in mbr.values())
+    # Each corpus's share: its words add up to all of them, and its WERs weighted by them give the overall ones.
+    parts = report["by_source"]
+    assert set(parts) == {"a", "b"} and all(p["oracle"] <= p["best_on_even"] for p in parts.values())
+    total = sum(p["words"] for p in parts.values())
+    assert total == sum(len(t.split()) for t in ["the cat sat", "hello world", "yes", "no"])
+    assert abs(sum(p["words"] * p["best_on_even"] for p in parts.values()) / total - best["all"]) < 0.02
 
     # The speed views: each hypothesis scored by the model's LLM and head at speeds 1.0, 0.9 and 1.1.
     views_script = str(ROOT / "benchmarks" / "speed_views.py")
