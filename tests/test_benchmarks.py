@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,7 +153,8 @@ def test_lm_rescore_keeps_every_beam_hypothesis_and_sweeps_weights_on_halves(mak
     assert views_report["clips"] == 4 and views_report["oracle"] <= views_report["shipped_rescoring"]["all"]
     assert len(views_report["sweep"]) == 6 * 5 * 2
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)  # all scored: the report only
-    assert rerun.returncode == 0 and "1/" not in rerun.stdout
+    # No progress line ("1/4, 3 s"); the report's paths may hold "1/" (pytest-131/), hence the line match.
+    assert rerun.returncode == 0 and not re.search(r"^\d+/\d+, ", rerun.stdout, re.MULTILINE)
 
 
 def test_whisper_padding_probe_trains_a_head_on_each_kind_of_frame(make_model, tmp_path):
