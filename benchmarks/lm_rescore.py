@@ -96,6 +96,29 @@ def load_lm(name: str):
     return tokenizer, model.eval()
 
 
+def hypothesis_errors(clips: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Each hypothesis's word errors against its clip's reference (clips x beams), both normalized as the eval
+    does, and each reference's word count: computed once, a pick's WER is then a sum."""
+    errors, words = [], []
+    for c in clips:
+        reference = normalize_text(c["reference"]) or "-"
+        words.append(len(reference.split()))
+        outs = [jiwer.process_words(reference, normalize_text(h["text"]) or "-") for h in c["hyps"]]
+        errors.append([o.substitutions + o.deletions + o.insertions for o in outs])
+    return np.array(errors, dtype=np.float64), np.array(words)
+
+
+def halves(count: int) -> dict[str, np.ndarray]:
+    """The rows of all clips, of the even ones (where weights are chosen) and of the odd ones (where they are
+    checked)."""
+    return {"all": np.arange(count), "even": np.arange(0, count, 2), "odd": np.arange(1, count, 2)}
+
+
+def pick_wer(errors: np.ndarray, words: np.ndarray, picks: np.ndarray, rows: np.ndarray) -> float:
+    """WER in percent, two decimals, of the hypotheses `picks` (one per clip) over the clips `rows`."""
+    return round(100 * errors[rows, picks[rows]].sum() / words[rows].sum(), 2)
+
+
 def rescore(args: argparse.Namespace) -> None:
     clips = [json.loads(line) for line in args.nbest.read_text().splitlines() if line.strip()]
     cache = args.nbest.with_suffix(f".{Path(args.lm).name}.lm.json")
@@ -108,15 +131,9 @@ def rescore(args: argparse.Namespace) -> None:
             known.update(zip(part, text_log_probs(model, tokenizer, part), strict=True))
             print(f"scored {start + len(part)}/{len(texts)}", file=sys.stderr, flush=True)
         cache.write_text(json.dumps(known))
-    # Each hypothesis's word errors, once: a pick's WER is then a sum.
-    words, columns = [], {"sum": [], "ctc": [], "lm": [], "words": [], "errors": []}
+    columns = {"sum": [], "ctc": [], "lm": [], "words": []}
     for c in clips:
-        reference = normalize_text(c["reference"]) or "-"
-        words.append(len(reference.split()))
         for h in c["hyps"]:
-            hypothesis = normalize_text(h["text"]) or "-"
-            out = jiwer.process_words(reference, hypothesis)
-            columns["errors"].append(out.substitutions + out.deletions + out.insertions)
             # Lists from before the sums were kept hold the beam's normalized score and the token count.
             columns["sum"].append(h["sum"] if "sum" in h else h["score"] * h["tokens"])
             columns["ctc"].append(h.get("ctc", 0.0))
@@ -124,16 +141,15 @@ def rescore(args: argparse.Namespace) -> None:
             columns["words"].append(len(h["text"].split()))
     beams = len(clips[0]["hyps"])
     table = {k: np.array(v, dtype=np.float64).reshape(len(clips), beams) for k, v in columns.items()}
-    words = np.array(words)
+    table["errors"], words = hypothesis_errors(clips)
     search = clips[0].get("ctc_weight")
     ctc_weights = sorted({search, *args.ctc_weight}) if search and "ctc" in clips[0]["hyps"][0] else [search]
-    halves = {"all": np.arange(len(clips)), "even": np.arange(0, len(clips), 2), "odd": np.arange(1, len(clips), 2)}
+    parts = halves(len(clips))
     sources = sorted({c.get("source", "") for c in clips})
-    rows_of = {**halves, **{s: np.array([i for i, c in enumerate(clips) if c.get("source", "") == s]) for s in sources}}
+    rows_of = {**parts, **{s: np.array([i for i, c in enumerate(clips) if c.get("source", "") == s]) for s in sources}}
 
     def wer(picks: np.ndarray, part: str) -> float:  # part: a half, or one corpus
-        rows = rows_of[part]
-        return round(100 * table["errors"][rows, picks[rows]].sum() / words[rows].sum(), 2)
+        return pick_wer(table["errors"], words, picks, rows_of[part])
 
     def scores(weight: float, ctc_weight: float | None, bonus: float) -> np.ndarray:
         total = table["sum"] + weight * table["lm"] + bonus * table["words"]
@@ -169,7 +185,7 @@ def rescore(args: argparse.Namespace) -> None:
         "nbest": str(args.nbest),
         "clips": len(clips),
         "search_ctc_weight": search,
-        "beam_top": {half: wer(np.zeros(len(clips), dtype=int), half) for half in halves},
+        "beam_top": {half: wer(np.zeros(len(clips), dtype=int), half) for half in parts},
         "oracle": wer(table["errors"].argmin(-1), "all"),
         "by_source": {
             source: {
@@ -181,14 +197,14 @@ def rescore(args: argparse.Namespace) -> None:
             for source in sources
         },
         "best_on_even": [
-            {"weight": w, "ctc_weight": c, "bonus": b, **{half: wer(picks(w, c, b), half) for half in halves}}
+            {"weight": w, "ctc_weight": c, "bonus": b, **{half: wer(picks(w, c, b), half) for half in parts}}
             for _, w, c, b in grid[:10]
         ],
         "mbr_at_best": [
-            {"temperature": t, **{half: wer(mbr_picks(t), half) for half in halves}} for t in (0, 0.5, 1, 2, 3, 5, 8)
+            {"temperature": t, **{half: wer(mbr_picks(t), half) for half in parts}} for t in (0, 0.5, 1, 2, 3, 5, 8)
         ],
         "sweep_without_bonus": [
-            {"weight": w, "ctc_weight": c, **{half: wer(picks(w, c, 0.0), half) for half in halves}}
+            {"weight": w, "ctc_weight": c, **{half: wer(picks(w, c, 0.0), half) for half in parts}}
             for w, c in itertools.product(args.weight, ctc_weights)
         ],
     }

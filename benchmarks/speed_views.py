@@ -19,22 +19,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import re
 import time
 from pathlib import Path
 
-import jiwer
 import numpy as np
 import torch
 from _shared import shared_data
+from lm_rescore import halves, hypothesis_errors, pick_wer
 from transformers import DynamicCache
 
 from tiny_audio.audio import load_audio
 from tiny_audio.augment import change_speed
-from tiny_audio.ctc import DIGITS, SPACE, spell, without_word_gaps
+from tiny_audio.ctc import SPACE, spell, spoken_digits, without_word_gaps
 from tiny_audio.data import load_rows
 from tiny_audio.encoder import encode_audio
-from tiny_audio.evaluate import normalize_text
 from tiny_audio.model import ASRModel
 
 SPEEDS = (1.0, 0.9, 1.1)
@@ -42,7 +40,7 @@ SPEEDS = (1.0, 0.9, 1.1)
 
 def letters(text: str) -> list[int]:
     """The head's letters of a text without word gaps, digits by their names (as joint decoding spells them)."""
-    return [c for c in spell(re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", text)) if c != SPACE]
+    return [c for c in spell(spoken_digits(text)) if c != SPACE]
 
 
 @torch.inference_mode()
@@ -125,14 +123,10 @@ def report(nbest: Path, views: Path, lm_name: str) -> dict:
     lm = json.loads(lm_file.read_text())
     scored = {json.loads(line)["id"]: json.loads(line) for line in views.read_text().splitlines()}
     clips = [json.loads(line) for line in nbest.read_text().splitlines() if line.strip()]
-    names = ["sum", "lm", "ctc", "errors", *(f"{kind}{s}" for kind in ("llm", "ctc") for s in SPEEDS)]
-    columns, words = {name: [] for name in names}, []
+    names = ["sum", "lm", "ctc", *(f"{kind}{s}" for kind in ("llm", "ctc") for s in SPEEDS)]
+    columns = {name: [] for name in names}
     for clip in clips:
-        reference = normalize_text(clip["reference"]) or "-"
-        words.append(len(reference.split()))
         for i, h in enumerate(clip["hyps"]):
-            out = jiwer.process_words(reference, normalize_text(h["text"]) or "-")
-            columns["errors"].append(out.substitutions + out.deletions + out.insertions)
             columns["sum"].append(h["sum"])
             columns["lm"].append(lm[h["text"]])
             columns["ctc"].append(h["ctc"])
@@ -140,12 +134,11 @@ def report(nbest: Path, views: Path, lm_name: str) -> dict:
                 columns[f"{kind}{s}"].append(scored[clip["id"]][f"{kind}{s}"][i])
     # A text the head cannot align at all scores -inf; a floor keeps the sums finite without changing the ranking.
     table = {k: np.maximum(np.array(v, dtype=np.float64), -1e4).reshape(len(clips), -1) for k, v in columns.items()}
-    words = np.array(words)
-    halves = {"all": np.arange(len(clips)), "even": np.arange(0, len(clips), 2), "odd": np.arange(1, len(clips), 2)}
+    table["errors"], words = hypothesis_errors(clips)
+    parts = halves(len(clips))
 
     def wer(picks: np.ndarray, half: str) -> float:
-        rows = halves[half]
-        return round(100 * table["errors"][rows, picks[rows]].sum() / words[rows].sum(), 2)
+        return pick_wer(table["errors"], words, picks, parts[half])
 
     def picks(llm: float, ctc: float, own: float) -> np.ndarray:
         total = table["sum"] + 0.3 * table["lm"] + 0.3 * table["ctc"] + own * table["llm1.0"]
@@ -154,13 +147,12 @@ def report(nbest: Path, views: Path, lm_name: str) -> dict:
 
     grid = list(itertools.product([0, 0.1, 0.2, 0.3, 0.5, 1.0], [0, 0.1, 0.2, 0.3, 0.5], [0, 0.3]))
     rows = [
-        {"llm_views": a, "ctc_views": c, "llm_own": o, **{h: wer(picks(a, c, o), h) for h in halves}}
-        for a, c, o in grid
+        {"llm_views": a, "ctc_views": c, "llm_own": o, **{h: wer(picks(a, c, o), h) for h in parts}} for a, c, o in grid
     ]
     return {
         "nbest": str(nbest),
         "clips": len(clips),
-        "shipped_rescoring": {h: wer(picks(0, 0, 0), h) for h in halves},
+        "shipped_rescoring": {h: wer(picks(0, 0, 0), h) for h in parts},
         "oracle": wer(table["errors"].argmin(-1), "all"),
         "best_on_even": sorted(rows, key=lambda r: (r["even"], r["odd"]))[:10],
         "sweep": rows,

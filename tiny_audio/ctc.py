@@ -130,6 +130,11 @@ class CTCHead(nn.Module):
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
+def spoken_digits(text: str) -> str:
+    """Each digit as its name, set apart by spaces ("b12" -> "b one  two "): how joint decoding spells digits."""
+    return re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", text)
+
+
 def token_spellings(tokenizer) -> list[list[int] | None]:
     """Each token id's characters for the head (SPACE for any non-letter), from the token's decoded text. A digit
     is spelled as its name: a token the head cannot check would cost nothing, and joint decoding then favours it
@@ -142,7 +147,7 @@ def token_spellings(tokenizer) -> list[list[int] | None]:
         if re.fullmatch(r"\s*([^\w\s])\1{2,}\s*", tokenizer.decode([i])):
             table.append(None)
             continue
-        text = re.sub(r"\d", lambda m: f" {DIGITS[int(m.group())]} ", tokenizer.decode([i]).lower())
+        text = spoken_digits(tokenizer.decode([i]).lower())
         text = re.sub(r"[^a-z']", " ", text)
         table.append([SPACE if c == " " else CHARS.index(c) + 1 for c in text])
     return table
