@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -86,8 +88,31 @@ def test_ctc_weight_sweep_runs_each_setting_and_refuses_a_model_without_a_head(m
     report = json.loads(out.read_text())
     assert report["clips"] == 2 and list(report["runs"]) == ["ctc-0.5-beams1", "ctc-0.5-beams2"]
     assert all(r["rtfx"] > 0 for r in report["runs"].values())
+    softer = sweep("m", "--weight", "0.5", "--num-beams", "1", "--head-temperature", "2", "--head-loss")
+    assert softer.returncode == 0, softer.stderr[-2000:]
+    report = json.loads(out.read_text())  # the earlier runs are kept beside the new one
+    assert list(report["runs"]) == ["ctc-0.5-beams1", "ctc-0.5-beams2", "ctc-0.5-beams1-t2"]
+    assert list(report["head_loss"]) == ["2"] and report["head_loss"]["2"] > 0
     refused = sweep("plain", "--weight", "0.5")
     assert refused.returncode != 0 and "no CTC head" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_soften_divides_the_head_logits_by_the_temperature(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from ctc_weight import soften
+
+    from tiny_audio.ctc import CTCHead
+
+    torch.manual_seed(0)
+    head = CTCHead(16, 8).eval()
+    frames = torch.randn(2, 10, 16)
+    with torch.no_grad():
+        plain = head(frames)
+        soften(head, 2.0)
+        softer = head(frames)
+    assert torch.allclose(softer, (plain / 2).log_softmax(-1), atol=1e-6)
+    assert torch.allclose(softer.exp().sum(-1), torch.ones(2, 5), atol=1e-5)
+    assert softer.exp().max() < plain.exp().max()  # flatter
 
 
 def test_lm_rescore_keeps_every_beam_hypothesis_and_sweeps_weights_on_halves(make_model, backbones, tmp_path):
