@@ -42,7 +42,10 @@ def soften(head: torch.nn.Module, temperature: float) -> None:
 def head_loss(model_name: str, rows: list[dict], temperatures: list[float]) -> dict[str, float]:
     """The CTC head's loss per character on `rows` at each temperature: where it is lowest the head is calibrated."""
     model = load_model(model_name)
-    clips = _clips(FeatureCache(model), rows)
+    if model.ctc_head is None:
+        sys.exit(f"{model_name} has no CTC head to measure (train one with `tiny-audio ctc-head`)")
+    top = model.ctc_head.top  # a head with its own copy of the top layers reads the hidden states below them
+    clips = _clips(FeatureCache(model) if top is None else FeatureCache(model, upto=top.start), rows)
     chars = sum(len(target) for _, target in clips)
     losses = {}
     for temperature in temperatures:

@@ -93,8 +93,8 @@ def test_ctc_weight_sweep_runs_each_setting_and_refuses_a_model_without_a_head(m
     report = json.loads(out.read_text())  # the earlier runs are kept beside the new one
     assert list(report["runs"]) == ["ctc-0.5-beams1", "ctc-0.5-beams2", "ctc-0.5-beams1-t2"]
     assert list(report["head_loss"]) == ["2"] and report["head_loss"]["2"] > 0
-    refused = sweep("plain", "--weight", "0.5")
-    assert refused.returncode != 0 and "no CTC head" in refused.stderr and "Traceback" not in refused.stderr
+    for refused in sweep("plain", "--weight", "0.5"), sweep("plain", "--head-loss"):
+        assert refused.returncode != 0 and "no CTC head" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_soften_divides_the_head_logits_by_the_temperature(monkeypatch):

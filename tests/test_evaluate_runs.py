@@ -68,13 +68,24 @@ def test_unreadable_clips_are_recorded_not_fatal(tmp_path):
 
 
 def test_eval_cli_peers_side_by_side_and_independent_scoring(shared_data, tmp_path):
+    dev = [json.loads(line) for line in (shared_data / "dev" / "manifest.jsonl").read_text().splitlines()]
+    # three clips of the first corpus and one of another, so the by-source table is printed
+    rows = dev[:3] + [next(row for row in dev if row["source"] != dev[0]["source"])]
+    for row in rows:
+        row["audio"] = str(shared_data / "dev" / row["audio"])
+    (tmp_path / "four.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     result = subprocess.run(
         [sys.executable, "-m", "tiny_audio", "eval", "--model", "faster-whisper:base", "--model", "pocketsphinx",
-         "--data", str(shared_data / "dev" / "manifest.jsonl"), "-n", "4", "--output-dir", str(tmp_path)],
+         "--data", str(tmp_path / "four.jsonl"), "--output-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "faster-whisper:base:int8" in result.stdout and "pocketsphinx" in result.stdout
+    lines = result.stdout.splitlines()
+    # each model's row names it whole, and the by-source table has a column for each
+    assert any(line.startswith("[1]") and line.endswith("  faster-whisper:base:int8") for line in lines)
+    assert any(line.startswith("[2]") and line.rstrip().endswith("  pocketsphinx") for line in lines)
+    header = next(line for line in lines if line.startswith("WER % by source"))
+    assert header.split()[-2:] == ["[1]", "[2]"]
     folder = next(tmp_path.glob("*/faster-whisper-base"))
     records = [json.loads(x) for x in (folder / "utterances.jsonl").read_text().splitlines()]
     ours = json.loads((folder / "results.json").read_text())

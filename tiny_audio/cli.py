@@ -415,17 +415,19 @@ def eval_(
             raise UserError(str(err)) from None
         echo(f"{spec}: WER {100 * results[-1]['wer']:.2f}%  ->  {folder / 'results.json'}")
     echo("")
-    echo(f"{'model':<36}{'WER %':>8}{'CER %':>8}{'sub':>6}{'del':>6}{'ins':>6}{'RTFx':>8}{'p50 s':>8}")
-    for r in results:
+    # The model's name goes last and whole (a decoding's name is long: "default (beams 16) (CTC 0.2) ..."); the
+    # by-source table refers to it by its row number.
+    echo(f"{'':<4}{'WER %':>8}{'CER %':>8}{'sub':>6}{'del':>6}{'ins':>6}{'RTFx':>8}{'p50 s':>8}  model")
+    for i, r in enumerate(results, 1):
         echo(
-            f"{r['model'][-36:]:<36}{100 * r['wer']:>8.2f}{100 * r['cer']:>8.2f}{r['substitutions']:>6}"
-            f"{r['deletions']:>6}{r['insertions']:>6}{r['rtfx']:>8.1f}{r['latency_s']['p50']:>8.2f}"
+            f"{f'[{i}]':<4}{100 * r['wer']:>8.2f}{100 * r['cer']:>8.2f}{r['substitutions']:>6}{r['deletions']:>6}"
+            f"{r['insertions']:>6}{r['rtfx']:>8.1f}{r['latency_s']['p50']:>8.2f}  {r['model']}"
         )
     sources = sorted({s for r in results for s in r["by_source"]})
     if len(sources) > 1:
-        echo(f"\n{'WER % by source':<36}" + "".join(f"{r['model'][-14:]:>16}" for r in results))
+        echo(f"\n{'WER % by source':<36}" + "".join(f"{f'[{i}]':>8}" for i in range(1, len(results) + 1)))
         for source in sources:
-            cells = "".join(f"{100 * r['by_source'].get(source, {}).get('wer', float('nan')):>16.2f}" for r in results)
+            cells = "".join(f"{100 * r['by_source'].get(source, {}).get('wer', float('nan')):>8.2f}" for r in results)
             echo(f"{source[:36]:<36}{cells}")
 
 
