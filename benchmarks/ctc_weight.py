@@ -24,10 +24,9 @@ from _shared import add_sweep_options, shared_data, wer_summary
 
 from tiny_audio import load_model
 from tiny_audio.ctc import Lexicon
-from tiny_audio.ctc_head import _batches, _clips
+from tiny_audio.ctc_head import head_clips, loss_per_char
 from tiny_audio.data import load_rows
 from tiny_audio.evaluate import run_evaluation
-from tiny_audio.features import FeatureCache
 from tiny_audio.peers import TinyAudioRecognizer
 
 
@@ -44,16 +43,13 @@ def head_loss(model_name: str, rows: list[dict], temperatures: list[float]) -> d
     model = load_model(model_name)
     if model.ctc_head is None:
         sys.exit(f"{model_name} has no CTC head to measure (train one with `tiny-audio ctc-head`)")
-    top = model.ctc_head.top  # a head with its own copy of the top layers reads the hidden states below them
-    clips = _clips(FeatureCache(model) if top is None else FeatureCache(model, upto=top.start), rows)
-    chars = sum(len(target) for _, target in clips)
+    clips = head_clips(model, rows)
     losses = {}
     for temperature in temperatures:
         head = copy.deepcopy(model.ctc_head).eval()
         if temperature != 1:
             soften(head, temperature)
-        with torch.no_grad():
-            losses[f"{temperature:g}"] = round(sum(float(head.loss(*b)) for b in _batches(clips, 20000)) / chars, 4)
+        losses[f"{temperature:g}"] = round(loss_per_char(head, clips), 4)
     return losses
 
 

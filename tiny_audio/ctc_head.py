@@ -36,6 +36,19 @@ def _clips(cache: FeatureCache, rows: list[dict[str, Any]]) -> list[tuple[np.nda
     return clips
 
 
+def head_clips(model: Any, rows: list[dict[str, Any]]) -> list[tuple[np.ndarray, list[int]]]:
+    """The frames `model`'s CTC head reads for each row (from the feature cache: the encoder's output, or the hidden
+    states below the head's own copy of the top layers) with the row's letters, as `train_ctc_head` prepares them."""
+    top = model.ctc_head.top
+    return _clips(FeatureCache(model) if top is None else FeatureCache(model, upto=top.start), rows)
+
+
+def loss_per_char(head: CTCHead, clips: list, max_frames: int = 12000) -> float:
+    """The head's summed CTC loss over `clips` divided by their characters: the dev loss of the training log."""
+    with torch.no_grad():
+        return sum(float(head.loss(*batch)) for batch in _batches(clips, max_frames)) / sum(len(t) for _, t in clips)
+
+
 def _batches(clips: list, max_frames: int, rng: random.Random | None = None):
     """Batches of clips of similar length, at most max_frames padded frames each; shuffled when rng is given."""
     order = sorted(range(len(clips)), key=lambda i: len(clips[i][0]))
@@ -173,9 +186,7 @@ def train_ctc_head(
         if dev:
             head.eval()
             with torch.no_grad():
-                entry["dev_loss"] = sum(float(head.loss(*b)) for b in _batches(dev, max_frames)) / sum(
-                    len(t) for _, t in dev
-                )
+                entry["dev_loss"] = loss_per_char(head, dev, max_frames)
                 hyps = [greedy_text(head(torch.from_numpy(f.astype(np.float32))[None])[0]) for f, _ in dev]
             entry["dev_greedy_wer"] = wer(["".join(CHARS[i - 1] for i in t) for _, t in dev], hyps)
         history.append(entry)
